@@ -1,0 +1,1 @@
+"""Model loading, detection, adapter modules and patches (no node classes here)."""

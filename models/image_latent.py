@@ -1,0 +1,102 @@
+"""Input-image preparation for the image-latent conditioner: channels, size rules, masks, batches.
+
+Pure torch (ComfyUI's resize helper is passed in), so the size and batch rules are tested
+without a ComfyUI checkout.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Callable, Optional
+
+import torch
+
+from .errors import InstructInputError
+
+MULTIPLE = 8  # VAE downscale factor of the SD1.5 / SDXL families
+
+
+class SizeMode(str, enum.Enum):
+    CROP = "crop to multiple of 8"
+    RESIZE = "resize to multiple of 8"
+
+
+class LatentMode(str, enum.Enum):
+    EMPTY = "empty (denoise 1.0)"
+    IMAGE = "input image (for denoise < 1)"
+
+
+def to_rgb(image: torch.Tensor, node: str) -> torch.Tensor:
+    """IMAGE [B,H,W,C] with C = 1 (grey), 3 (RGB) or 4 (RGBA, alpha dropped) → RGB."""
+    if image.ndim != 4:
+        raise InstructInputError(f"{node}: 'image' must be an IMAGE batch [B,H,W,C]; got shape {tuple(image.shape)}.")
+    channels = image.shape[-1]
+    if channels == 3:
+        return image
+    if channels == 1:
+        return image.expand(-1, -1, -1, 3)
+    if channels == 4:
+        return image[..., :3]
+    raise InstructInputError(f"{node}: 'image' has {channels} channels; expected 1 (grey), 3 (RGB) or 4 (RGBA).")
+
+
+def target_size(height: int, width: int, mode: SizeMode, node: str) -> tuple[int, int]:
+    if mode is SizeMode.CROP:
+        h, w = (height // MULTIPLE) * MULTIPLE, (width // MULTIPLE) * MULTIPLE
+    else:  # nearest multiple, at least one block
+        h = max(MULTIPLE, int(round(height / MULTIPLE)) * MULTIPLE)
+        w = max(MULTIPLE, int(round(width / MULTIPLE)) * MULTIPLE)
+    if h == 0 or w == 0:
+        raise InstructInputError(
+            f"{node}: the image is {width}x{height}; it must be at least {MULTIPLE}x{MULTIPLE} pixels."
+        )
+    return h, w
+
+
+def fit_image(image: torch.Tensor, mode: SizeMode, node: str,
+              resize: Callable[[torch.Tensor, int, int], torch.Tensor]) -> torch.Tensor:
+    """Make H and W multiples of 8: centre-crop the remainder (core's rule) or resize to the nearest.
+
+    ``resize(nchw, width, height)`` does the interpolation (ComfyUI's ``common_upscale``).
+    """
+    height, width = image.shape[1], image.shape[2]
+    h, w = target_size(height, width, mode, node)
+    if (h, w) == (height, width):
+        return image
+    if mode is SizeMode.CROP:
+        top, left = (height - h) // 2, (width - w) // 2
+        return image[:, top:top + h, left:left + w, :]
+    return resize(image.movedim(-1, 1), w, h).movedim(1, -1).clamp(0.0, 1.0)
+
+
+def fit_mask(mask: torch.Tensor, image_hw: tuple[int, int], mode: SizeMode, node: str,
+             resize: Callable[[torch.Tensor, int, int], torch.Tensor]) -> torch.Tensor:
+    """Apply the image's size rule to its MASK ([H,W] or [B,H,W], same size as the image)."""
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if tuple(mask.shape[1:]) != tuple(image_hw):
+        raise InstructInputError(
+            f"{node}: the mask is {mask.shape[2]}x{mask.shape[1]} but the image is {image_hw[1]}x{image_hw[0]}; "
+            "draw the mask on the same image (or resize it with a mask node) so both have the same size."
+        )
+    return fit_image(mask.unsqueeze(-1), mode, node, resize)[..., 0]
+
+
+def check_batches(image_batch: int, other_batch: int, what: str, node: str) -> None:
+    if other_batch not in (1, image_batch):
+        raise InstructInputError(
+            f"{node}: the {what} has a batch of {other_batch} but the image batch is {image_batch}; "
+            "use a batch of 1 (shared by every image) or one per image."
+        )
+
+
+def check_latent_channels(latent: torch.Tensor, node: str, source: str) -> None:
+    if latent.ndim != 4 or latent.shape[1] != 4:
+        raise InstructInputError(
+            f"{node}: the {source} has shape {tuple(latent.shape)}; instruct UNets take a 4-channel SD/SDXL latent. "
+            "Use the SD1.5/SDXL VAE that belongs to the model (an SD3/Flux VAE gives 16 channels)."
+        )
+
+
+def image_latent_or_none(latent: Optional[dict]) -> Optional[torch.Tensor]:
+    return None if latent is None else latent["samples"]

@@ -1,0 +1,181 @@
+"""Load an 8-channel instruct UNet from any published layout into ComfyUI's own model classes.
+
+The pack never builds a UNet itself: it reads the weights (weights-only for pickles), picks EMA
+weights, converts diffusers names, applies the CosXL prediction override, checks that ComfyUI will
+detect an instruct family, and hands the state dict to core loading (``comfy.sd``), which returns
+ordinary ModelPatcher/CLIP/VAE objects that every other node accepts.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+import comfy.model_detection
+import comfy.sd
+import comfy.utils
+
+from ..samplers.guider import is_instruct_model
+from .diffusers_unet import diffusers_to_ldm
+from .errors import InstructModelError
+from .folders import DIFFUSERS_WEIGHT_NAMES
+from .state_dict import (
+    COSXL_SIGMAS,
+    EDM_VPRED_KEYS,
+    LDM_PREFIX,
+    EmaMode,
+    Layout,
+    classify,
+    input_channels,
+    require_instruct_channels,
+    select_weights,
+)
+
+log = logging.getLogger(__name__)
+
+TEXT_ENCODER_NAMES = ("model.safetensors", "model.fp16.safetensors", "pytorch_model.bin", "pytorch_model.fp16.bin")
+
+
+class Prediction(str, enum.Enum):
+    AUTO = "auto"
+    EPS = "eps"
+    COSXL = "v-prediction EDM (CosXL Edit)"
+
+
+WEIGHT_DTYPES: dict[str, Optional[torch.dtype]] = {
+    "default": None,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+    "fp32": torch.float32,
+    "fp8_e4m3fn": torch.float8_e4m3fn,
+}
+
+
+@dataclass
+class LoadedInstruct:
+    model: Any
+    clip: Any = None
+    vae: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Read a weight file; pickles only with ``weights_only`` (never arbitrary code)."""
+    try:
+        sd = comfy.utils.load_torch_file(path, safe_load=True)
+    except Exception as exc:  # safetensors / pickle / zip errors all mean the same to a user
+        raise InstructModelError(
+            f"Cannot read '{path}': {type(exc).__name__}: {exc}. The file is truncated, corrupt or not a "
+            "weight file (pickles are read weights-only, so files needing code execution are refused): "
+            "download it again, or convert it to .safetensors."
+        ) from exc
+    if not isinstance(sd, dict) or not sd:
+        raise InstructModelError(f"'{path}' contains no tensors; it is not a model weight file.")
+    return sd
+
+
+def _apply_prediction(sd: dict[str, torch.Tensor], prediction: Prediction, prefix: str) -> None:
+    """Force or strip the CosXL markers that make ComfyUI use EDM v-prediction + scaled image latent."""
+    if prediction is Prediction.COSXL:
+        for key, value in COSXL_SIGMAS.items():
+            sd.setdefault(prefix + key, torch.tensor(value))
+    elif prediction is Prediction.EPS:
+        for key in EDM_VPRED_KEYS:
+            sd.pop(prefix + key, None)
+
+
+def _require_instruct_family(sd: dict[str, torch.Tensor], prefix: str, source: str) -> None:
+    """Fail before building anything when ComfyUI would not pick an instruct model class."""
+    config = comfy.model_detection.model_config_from_unet(sd, prefix)
+    if config is None or getattr(config, "unet_config", {}).get("in_channels") != 8:
+        family = type(config).__name__ if config is not None else "unrecognised"
+        raise InstructModelError(
+            f"'{source}' is an 8-channel UNet of an architecture ComfyUI has no instruct class for "
+            f"(detected: {family}). Supported: SD1.5-class (InstructPix2Pix, MagicBrush, …) and SDXL-class "
+            "(CosXL Edit, sdxl-instructpix2pix) models."
+        )
+
+
+def _model_options(weight_dtype: str) -> dict:
+    dtype = WEIGHT_DTYPES[weight_dtype]
+    return {} if dtype is None else {"dtype": dtype}
+
+
+def _checked(model: Any, source: str) -> Any:
+    if model is None or not is_instruct_model(model):
+        raise InstructModelError(f"ComfyUI did not load '{source}' as an instruct model.")
+    return model
+
+
+def load_checkpoint_state_dict(sd, source, weights, prediction, weight_dtype, embedding_directory) -> LoadedInstruct:
+    sd, used_ema = select_weights(sd, weights, source)
+    _apply_prediction(sd, prediction, "")
+    _require_instruct_family(sd, LDM_PREFIX, source)
+    model, clip, vae, _ = comfy.sd.load_state_dict_guess_config(
+        sd, output_vae=True, output_clip=True, embedding_directory=embedding_directory,
+        model_options=_model_options(weight_dtype),
+    )
+    notes = ["EMA weights" if used_ema else "raw (non-EMA) weights"]
+    return LoadedInstruct(_checked(model, source), clip, vae, notes)
+
+
+def load_unet_state_dict(sd, source, prediction, weight_dtype) -> LoadedInstruct:
+    """A bare UNet, ldm names (``input_blocks…``) at the top level."""
+    _apply_prediction(sd, prediction, "")
+    _require_instruct_family(sd, "", source)
+    model = comfy.sd.load_diffusion_model_state_dict(sd, model_options=_model_options(weight_dtype))
+    return LoadedInstruct(_checked(model, source))
+
+
+def _first_file(folder: str, names: tuple[str, ...]) -> Optional[str]:
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def load_diffusers_folder(path, prediction, weight_dtype, embedding_directory) -> LoadedInstruct:
+    """A diffusers pipeline folder (unet/, vae/, text_encoder[_2]/) or a bare ``unet/`` folder."""
+    unet_dir = os.path.join(path, "unet") if os.path.isdir(os.path.join(path, "unet")) else path
+    unet_file = _first_file(unet_dir, DIFFUSERS_WEIGHT_NAMES)
+    if unet_file is None:
+        raise InstructModelError(
+            f"'{path}' has no UNet weights ({' / '.join(DIFFUSERS_WEIGHT_NAMES)} in unet/ or the folder "
+            "itself). Download the whole model folder."
+        )
+    sd = read_state_dict(unet_file)
+    if classify(sd, unet_file) is not Layout.DIFFUSERS_UNET:
+        raise InstructModelError(f"'{unet_file}' is not in diffusers layout (expected conv_in/down_blocks keys).")
+    require_instruct_channels(input_channels(sd, Layout.DIFFUSERS_UNET), unet_file)
+    loaded = load_unet_state_dict(diffusers_to_ldm(sd, unet_file), unet_file, prediction, weight_dtype)
+
+    encoders = [_first_file(os.path.join(path, d), TEXT_ENCODER_NAMES) for d in ("text_encoder", "text_encoder_2")]
+    encoders = [e for e in encoders if e is not None]
+    if encoders:
+        loaded.clip = comfy.sd.load_clip(ckpt_paths=encoders, embedding_directory=embedding_directory)
+    vae_file = _first_file(os.path.join(path, "vae"), DIFFUSERS_WEIGHT_NAMES)
+    if vae_file is not None:
+        loaded.vae = comfy.sd.VAE(sd=read_state_dict(vae_file))
+    return loaded
+
+
+def load_instruct(path: str, weights: str = EmaMode.AUTO.value, prediction: str = Prediction.AUTO.value,
+                  weight_dtype: str = "default", embedding_directory: Any = None) -> LoadedInstruct:
+    """Load whatever is at ``path`` as an instruct model; every refusal names the file and the fix."""
+    prediction = Prediction(prediction)
+    if os.path.isdir(path):
+        return load_diffusers_folder(path, prediction, weight_dtype, embedding_directory)
+    sd = read_state_dict(path)
+    layout = classify(sd, path)
+    require_instruct_channels(input_channels(sd, layout), path)
+    if layout is Layout.LDM_CHECKPOINT:
+        return load_checkpoint_state_dict(sd, path, EmaMode(weights), prediction, weight_dtype, embedding_directory)
+    if layout is Layout.DIFFUSERS_UNET:
+        sd = diffusers_to_ldm(sd, path)
+    return load_unet_state_dict(sd, path, prediction, weight_dtype)

@@ -1,0 +1,181 @@
+"""The dual-CFG guider: three branches built from positive/negative, evaluated through ComfyUI.
+
+It is a ``comfy.samplers.CFGGuider``, so everything ComfyUI's sampling does for a guider keeps
+working: model loading and offloading, ControlNet/GLIGEN/area/mask conds, LoRA and hook patches,
+wrappers, ``calc_cond_batch``'s memory-aware batching, and the cfg hooks (which here see the whole
+three-way guidance, not only its image half).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import torch
+
+import comfy.model_base
+import comfy.model_sampling
+import comfy.samplers
+
+from ..models.errors import InstructInputError
+from .dual_cfg import (
+    BRANCHES,
+    FULL,
+    IMAGE_ONLY,
+    UNCOND,
+    ScaleSchedule,
+    StepScales,
+    combine,
+    equivalent_cfg_pair,
+    rescale_guidance,
+)
+
+log = logging.getLogger(__name__)
+
+#: The key ComfyUI's IP2P models read the input image latent from.
+IMAGE_KEY = "concat_latent_image"
+
+#: ``self.conds`` keys of the three branches (``UNCOND`` stays "negative", as ComfyUI expects).
+_COND_KEYS = {UNCOND: "negative", IMAGE_ONLY: "image_only", FULL: "positive"}
+
+
+def is_instruct_model(model_patcher: Any) -> bool:
+    """True for models that concatenate an input-image latent (ComfyUI's IP2P model classes)."""
+    return isinstance(getattr(model_patcher, "model", None), comfy.model_base.IP2P)
+
+
+def _image_latent(conditioning: list) -> Optional[torch.Tensor]:
+    for _, extras in conditioning:
+        latent = extras.get(IMAGE_KEY)
+        if latent is not None:
+            return latent
+    return None
+
+
+def _with_values(conditioning: list, set_values: dict, drop: tuple[str, ...] = ()) -> list:
+    """A copy of a CONDITIONING list with keys set/dropped (inputs are never mutated)."""
+    out = []
+    for tensor, extras in conditioning:
+        new = {k: v for k, v in extras.items() if k not in drop}
+        new.update(set_values)
+        out.append([tensor, new])
+    return out
+
+
+def build_branches(model_patcher: Any, positive: list, negative: list, node: str = "InstructKSampler") -> dict[str, list]:
+    """The conditioning of each branch, derived from the user's positive and negative.
+
+    full = positive (text + image); image-only = negative with the image latent; unconditional =
+    negative with the image latent removed, which ComfyUI's IP2P model turns into a zero latent.
+    Everything else on the negative (ControlNet, area, mask, GLIGEN, hooks) rides along to both of
+    its branches. A negative that lacks the image latent (the raw text-encoder output) gets the
+    positive's, so the classic miswiring still samples the right formula.
+
+    On a model that does not read an image latent the result is ordinary CFG: the image-only
+    branch would equal the unconditional one, so it is not built.
+    """
+    positive_image = _image_latent(positive)
+    negative_image = _image_latent(negative)
+    if not is_instruct_model(model_patcher):
+        if positive_image is not None or negative_image is not None:
+            raise InstructInputError(
+                f"{node}: the conditioning carries an input-image latent, but the model is not an "
+                "8-channel instruct model, so it would silently ignore the image. Load the model with "
+                "'Instruct UNet Loader' (or remove 'Instruct Image Conditioning' for a plain text-to-image run)."
+            )
+        return {FULL: positive, UNCOND: _with_values(negative, {"prompt_type": "negative"})}
+    if positive_image is None:
+        raise InstructInputError(
+            f"{node}: the 'positive' conditioning has no input-image latent, so the instruct model would "
+            "edit a blank image. Connect 'Instruct Image Conditioning' (or core "
+            "'InstructPixToPixConditioning') between the text encoders and the sampler."
+        )
+    image_only = negative
+    if negative_image is None:
+        log.info("%s: 'negative' has no image latent; using the positive's for the image-only branch", node)
+        image_only = _with_values(negative, {IMAGE_KEY: positive_image})
+    return {
+        FULL: positive,
+        IMAGE_ONLY: _with_values(image_only, {"prompt_type": "negative"}),
+        UNCOND: _with_values(negative, {"prompt_type": "negative"}, drop=(IMAGE_KEY,)),
+    }
+
+
+def _check_image_batch(conds: dict[str, list], latent_batch: int, node: str) -> None:
+    """Explicit broadcast rule: an image batch of 1 goes with any latent batch, N only with N."""
+    for branch in (FULL, IMAGE_ONLY):
+        for cond in conds.get(_COND_KEYS[branch], []):  # ComfyUI's converted conds: one dict each
+            image = cond.get(IMAGE_KEY)
+            if image is None:
+                continue
+            n = int(image.shape[0])
+            if n != 1 and n != latent_batch:
+                raise InstructInputError(
+                    f"{node}: the input image batch has {n} images but the latent batch has {latent_batch}. "
+                    "Use one image (it is applied to every latent), or as many images as latents: match the "
+                    "'batch_size' of the latent, or feed the latent from 'Instruct Image Conditioning'."
+                )
+
+
+def _rescale_alpha(model_sampling: Any, sigma: torch.Tensor) -> Any:
+    """α of ``rescale_guidance``: 1 for ε-prediction, σ_d²/(σ²+σ_d²) for v-prediction families."""
+    if isinstance(model_sampling, comfy.model_sampling.V_PREDICTION):
+        sigma_data = model_sampling.sigma_data
+        s = sigma.reshape((-1,) + (1,) * 3)
+        return sigma_data**2 / (s**2 + sigma_data**2)
+    return 1.0
+
+
+class InstructDualCFGGuider(comfy.samplers.CFGGuider):
+    """``u + s_I·(i − u) + s_T·(c − i)`` over ComfyUI's conds, skipping zero-weight branches."""
+
+    def __init__(self, model_patcher: Any, schedule: ScaleSchedule, guidance_rescale: float = 0.0, node: str = "InstructGuider"):
+        super().__init__(model_patcher)
+        self.schedule = schedule
+        self.guidance_rescale = float(guidance_rescale)
+        self.node = node
+        self.instruct = is_instruct_model(model_patcher)
+        self.cfg = schedule.text_cfg  # what generic code reading ``guider.cfg`` should see
+
+    def set_conds(self, positive: list, negative: list) -> None:
+        branches = build_branches(self.model_patcher, positive, negative, node=self.node)
+        if not self.instruct:
+            log.info("%s: model is not an instruct model; sampling ordinary CFG at text_cfg, image_cfg unused", self.node)
+        self.inner_set_conds({_COND_KEYS[name]: conds for name, conds in branches.items()})
+
+    def _scales(self, timestep: torch.Tensor) -> StepScales:
+        if self.schedule.is_constant:
+            scales = StepScales(self.schedule.text_cfg, self.schedule.image_cfg)
+        else:
+            ms = self.inner_model.model_sampling
+            scales = self.schedule.at(float(timestep.reshape(-1)[0]), ms.percent_to_sigma)
+        if not self.instruct:  # no image axis: ordinary CFG at the text scale
+            scales = StepScales(scales.text, scales.text)
+        return scales
+
+    def predict_noise(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict = {}, seed: Optional[int] = None) -> torch.Tensor:  # noqa: B006 (core's signature)
+        scales = self._scales(timestep)
+        needed = scales.needed_branches()
+        if model_options.get("disable_cfg1_optimization", False):
+            needed = frozenset(BRANCHES)
+        conds = [self.conds.get(_COND_KEYS[name]) if name in needed else None for name in BRANCHES]
+        out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
+        preds = {name: (out[k] if conds[k] is not None else None) for k, name in enumerate(BRANCHES)}
+        combined = combine(preds, scales)
+
+        reference = next(p for p in (preds[FULL], preds[IMAGE_ONLY], preds[UNCOND]) if p is not None)
+        if self.guidance_rescale > 0.0:
+            alpha = _rescale_alpha(self.inner_model.model_sampling, timestep)
+            combined = rescale_guidance(combined, reference, x, alpha, self.guidance_rescale)
+
+        if "sampler_cfg_function" in model_options or model_options.get("sampler_post_cfg_function"):
+            uncond_eff, k = equivalent_cfg_pair(combined, reference, scales)
+            return comfy.samplers.cfg_function(
+                self.inner_model, reference, uncond_eff, k, x, timestep, model_options=model_options,
+                cond=self.conds.get("positive"), uncond=self.conds.get("negative"),
+            )
+        return combined
+
+    def sample(self, noise: torch.Tensor, latent_image: torch.Tensor, sampler: Any, sigmas: torch.Tensor, denoise_mask=None, callback=None, disable_pbar: bool = False, seed: Optional[int] = None) -> torch.Tensor:
+        _check_image_batch(self.original_conds, int(noise.shape[0]), self.node)
+        return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)

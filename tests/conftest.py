@@ -1,0 +1,103 @@
+"""Shared fixtures.
+
+* ``pure(name)`` imports a ComfyUI-free module of the pack (``samplers.dual_cfg`` …) without
+  putting the pack root on sys.path (its nodes/, models/, tests/ would shadow ComfyUI's).
+* ``comfy`` is one in-process ComfyUI with this pack loaded exactly as ComfyUI loads custom nodes;
+  tests that use it are marked ``comfyui`` and skip with a one-line reason when there is no ComfyUI.
+* ``tiny`` holds the paths of the generated random-weight model files.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+import instruct_harness  # noqa: E402
+
+PACK_ALIAS = "comfyui_instruct_pure"
+COMFY_ROOT, COMFY_HOW = instruct_harness.find_comfyui()
+_counts = {"ran": 0, "skipped": 0}
+
+
+def pure(name: str):
+    """Import ``<pack>.<name>`` for modules that do not need ComfyUI."""
+    if PACK_ALIAS not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            PACK_ALIAS, instruct_harness.PACK_DIR / "__init__.py",
+            submodule_search_locations=[str(instruct_harness.PACK_DIR)],
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[PACK_ALIAS] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"{PACK_ALIAS}.{name}")
+
+
+def cache_dir() -> Path:
+    from instruct_tiny_models import FACTORY_VERSION
+
+    base = os.environ.get("INSTRUCT_TEST_CACHE") or Path.home() / ".cache" / "comfyui-instruct-tests"
+    return Path(base) / f"v{FACTORY_VERSION}"
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    if COMFY_ROOT is None:
+        pytest.skip(f"ComfyUI-backed test: {COMFY_HOW}")
+    harness = instruct_harness.ComfyHarness(COMFY_ROOT, tmp_path_factory.mktemp("comfy"), cache_dir())
+    assert harness.pack_loaded, "ComfyUI failed to load the pack (see the log above)"
+    return harness
+
+
+@pytest.fixture(scope="session")
+def tiny(comfy):
+    import instruct_tiny_models
+
+    return instruct_tiny_models.build_all(comfy.models_dir)
+
+
+@pytest.fixture
+def log_capture():
+    import logging
+
+    handler = instruct_harness.LogCapture()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "comfyui: runs a real in-process ComfyUI (skipped when none is found)")
+    config.addinivalue_line("markers", "diffusers: needs the diffusers package (parity references)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "comfy" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.comfyui)
+
+
+def pytest_runtest_logreport(report):
+    if "comfyui" not in report.keywords:
+        return
+    if report.when == "call" or (report.when == "setup" and report.skipped):
+        _counts["skipped" if report.skipped else "ran"] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    where = f"ComfyUI at {COMFY_ROOT} ({COMFY_HOW})" if COMFY_ROOT else COMFY_HOW
+    terminalreporter.write_line(
+        f"ComfyUI-backed tests: {_counts['ran']} ran, {_counts['skipped']} skipped — {where}"
+    )
