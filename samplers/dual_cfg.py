@@ -84,8 +84,9 @@ def equivalent_cfg_pair(
     if math.isclose(k, 1.0):
         # No guidance at all: the combination is the reference branch itself.
         return reference, 1.0
-    uncond_eff = (combined - reference * k) / (1.0 - k)
-    return uncond_eff, k
+    # float64: the division by (1 − k) would otherwise amplify float32 round-off.
+    uncond_eff = (combined.double() - reference.double() * k) / (1.0 - k)
+    return uncond_eff.to(combined.dtype), k
 
 
 def rescale_guidance(
