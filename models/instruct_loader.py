@@ -92,7 +92,8 @@ def _apply_prediction(sd: dict[str, torch.Tensor], prediction: Prediction, prefi
 def _require_instruct_family(sd: dict[str, torch.Tensor], prefix: str, source: str) -> None:
     """Fail before building anything when ComfyUI would not pick an instruct model class."""
     config = comfy.model_detection.model_config_from_unet(sd, prefix)
-    if config is None or getattr(config, "unet_config", {}).get("in_channels") != 8:
+    # The class (not the instance, which holds the detected values) pins in_channels for instruct families.
+    if config is None or type(config).unet_config.get("in_channels") != 8:
         family = type(config).__name__ if config is not None else "unrecognised"
         raise InstructModelError(
             f"'{source}' is an 8-channel UNet of an architecture ComfyUI has no instruct class for "

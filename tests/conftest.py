@@ -64,6 +64,14 @@ def tiny(comfy):
     return instruct_tiny_models.build_all(comfy.models_dir)
 
 
+@pytest.fixture(scope="session")
+def tiny_diffusers(comfy):
+    pytest.importorskip("diffusers", reason="diffusers is needed for the diffusers-layout models")
+    import instruct_tiny_models
+
+    return instruct_tiny_models.build_diffusers(comfy.models_dir)
+
+
 @pytest.fixture
 def log_capture():
     import logging

@@ -84,8 +84,8 @@ def _meta_unet(**overrides) -> torch.nn.Module:
     return UNetModel(**{**TINY_UNET, **overrides}, device="meta", operations=comfy.ops.disable_weight_init)
 
 
-def unet_state_dict(in_channels: int = 8, seed: int = SEED) -> dict[str, torch.Tensor]:
-    return random_state_dict(_meta_unet(in_channels=in_channels), seed=seed)
+def unet_state_dict(in_channels: int = 8, seed: int = SEED, **overrides) -> dict[str, torch.Tensor]:
+    return random_state_dict(_meta_unet(in_channels=in_channels, **overrides), seed=seed)
 
 
 def clip_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
@@ -203,3 +203,66 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# ---- diffusers layouts (need the diffusers package) ---------------------------------------------
+
+#: diffusers config of a tiny SD1.5-class 8-channel UNet (ComfyUI detects it once converted to ldm).
+DIFFUSERS_UNET = dict(
+    sample_size=8, in_channels=8, out_channels=4, block_out_channels=(320,), layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",),
+    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+)
+DIFFUSERS_FILES = {
+    "unet_folder": "diffusers/tiny-ip2p-unet",
+    "pipeline": "diffusers/tiny-ip2p-pipeline",
+    "unet_file": "diffusion_models/tiny-ip2p-diffusers-unet.safetensors",
+}
+
+
+def diffusers_unet(seed: int = SEED):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(**DIFFUSERS_UNET).eval()
+
+
+def _write_pipeline(folder: Path, unet) -> None:
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(SEED + 7)
+    unet.save_pretrained(folder / "unet")
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4)
+    vae.half().save_pretrained(folder / "vae")
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                                        num_hidden_layers=12, max_position_embeddings=77, vocab_size=49408,
+                                        projection_dim=768, hidden_act="quick_gelu"))
+    text.half().save_pretrained(folder / "text_encoder")
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionInstructPix2PixPipeline", "_diffusers_version": "0.42.1",
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+    }))
+
+
+def build_diffusers(root: Path) -> dict[str, Path]:
+    """A diffusers UNet folder, a pipeline folder (UNet, VAE, CLIP-L) and a bare diffusers UNet file."""
+    root = Path(root)
+    paths = {name: root / rel for name, rel in DIFFUSERS_FILES.items()}
+    unet = None
+    if not (paths["unet_folder"] / "diffusion_pytorch_model.safetensors").exists():
+        unet = unet or diffusers_unet()
+        tmp = paths["unet_folder"].with_name(paths["unet_folder"].name + ".part")
+        unet.save_pretrained(tmp)
+        os.replace(tmp, paths["unet_folder"])
+    if not (paths["pipeline"] / "model_index.json").exists():
+        unet = unet or diffusers_unet()
+        tmp = paths["pipeline"].with_name(paths["pipeline"].name + ".part")
+        _write_pipeline(tmp, unet)
+        os.replace(tmp, paths["pipeline"])
+    if not paths["unet_file"].exists():
+        unet = unet or diffusers_unet()
+        _save({k: v.contiguous() for k, v in unet.state_dict().items()}, paths["unet_file"])
+    return paths
