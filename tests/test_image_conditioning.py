@@ -1,0 +1,149 @@
+"""Instruct Image Conditioning: size rules, channels, masks, batches, encode-once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import pure
+
+image_latent = pure("models.image_latent")
+errors = pure("models.errors")
+
+
+def nearest_resize(nchw, width, height):
+    return torch.nn.functional.interpolate(nchw, size=(height, width), mode="nearest")
+
+
+# ---- pure rules ------------------------------------------------------------------------------
+
+def test_crop_keeps_the_centre_like_core():
+    img = torch.arange(70 * 61).float().reshape(1, 70, 61, 1).expand(1, 70, 61, 3)
+    out = image_latent.fit_image(img, image_latent.SizeMode.CROP, "T", nearest_resize)
+    assert tuple(out.shape) == (1, 64, 56, 3)
+    torch.testing.assert_close(out, img[:, 3:67, 2:58, :])
+
+
+def test_resize_goes_to_the_nearest_multiple_of_8():
+    img = torch.rand(2, 70, 61, 3)
+    out = image_latent.fit_image(img, image_latent.SizeMode.RESIZE, "T", nearest_resize)
+    assert tuple(out.shape) == (2, 72, 64, 3)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_sizes_already_multiple_of_8_are_untouched():
+    img = torch.rand(1, 64, 48, 3)
+    assert image_latent.fit_image(img, image_latent.SizeMode.CROP, "T", nearest_resize) is img
+
+
+def test_tiny_images_are_refused():
+    with pytest.raises(errors.InstructInputError, match="at least 8x8"):
+        image_latent.fit_image(torch.rand(1, 5, 40, 3), image_latent.SizeMode.CROP, "T", nearest_resize)
+
+
+def test_grey_and_rgba_become_rgb():
+    grey = torch.rand(1, 8, 8, 1)
+    rgb = image_latent.to_rgb(grey, "T")
+    assert rgb.shape[-1] == 3 and torch.equal(rgb[..., 0], rgb[..., 2])
+    rgba = torch.rand(1, 8, 8, 4)
+    assert torch.equal(image_latent.to_rgb(rgba, "T"), rgba[..., :3])
+    with pytest.raises(errors.InstructInputError, match="2 channels"):
+        image_latent.to_rgb(torch.rand(1, 8, 8, 2), "T")
+
+
+def test_mask_must_match_the_image_and_follows_its_crop():
+    mask = torch.zeros(70, 61)
+    mask[3:67, 2:58] = 1.0
+    fitted = image_latent.fit_mask(mask, (70, 61), image_latent.SizeMode.CROP, "T", nearest_resize)
+    assert tuple(fitted.shape) == (1, 64, 56) and bool((fitted == 1).all())
+    with pytest.raises(errors.InstructInputError, match="mask is 32x32 but the image is 61x70"):
+        image_latent.fit_mask(torch.zeros(32, 32), (70, 61), image_latent.SizeMode.CROP, "T", nearest_resize)
+
+
+def test_batch_rule_one_or_same():
+    image_latent.check_batches(4, 1, "mask", "T")
+    image_latent.check_batches(4, 4, "mask", "T")
+    with pytest.raises(errors.InstructInputError, match="mask has a batch of 3 but the image batch is 4"):
+        image_latent.check_batches(4, 3, "mask", "T")
+
+
+def test_non_sd_latents_are_refused():
+    with pytest.raises(errors.InstructInputError, match="4-channel SD/SDXL latent.*16 channels"):
+        image_latent.check_latent_channels(torch.zeros(1, 16, 8, 8), "T", "VAE output")
+
+
+# ---- the node on a real ComfyUI ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def parts(comfy, tiny):
+    import folder_paths
+
+    import nodes
+
+    loaded = comfy.pack("models.instruct_loader").load_instruct(folder_paths.get_full_path("checkpoints", "tiny-ip2p-sd15.safetensors"))
+    pos = nodes.CLIPTextEncode().encode(loaded.clip, "make it night")[0]
+    neg = nodes.CLIPTextEncode().encode(loaded.clip, "")[0]
+    return loaded, pos, neg, comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
+
+
+def run(node, pos, neg, **kw):
+    kw.setdefault("size_mode", "crop to multiple of 8")
+    kw.setdefault("latent_output", "empty (denoise 1.0)")
+    return node.execute(positive=pos, negative=neg, **kw).result
+
+
+def test_the_image_latent_is_the_unscaled_vae_encoding_on_both_conds(comfy, parts):
+    loaded, pos, neg, node = parts
+    image = torch.rand(1, 70, 61, 3, generator=torch.Generator().manual_seed(1))
+    p, n, latent = run(node, pos, neg, vae=loaded.vae, image=image)
+    expected = loaded.vae.encode(image[:, 3:67, 2:58, :])
+    torch.testing.assert_close(p[0][1]["concat_latent_image"], expected)
+    assert n[0][1]["concat_latent_image"] is p[0][1]["concat_latent_image"]  # encoded once, shared
+    assert tuple(latent["samples"].shape) == (1, 4, 8, 7) and torch.count_nonzero(latent["samples"]) == 0
+    assert "concat_latent_image" not in pos[0][1]  # inputs untouched
+
+
+def test_same_latent_as_core_instruct_pix2pix_conditioning(comfy, parts):
+    from comfy_extras.nodes_ip2p import InstructPixToPixConditioning
+
+    loaded, pos, neg, node = parts
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(2))
+    core = InstructPixToPixConditioning.execute(positive=pos, negative=neg, pixels=image, vae=loaded.vae).result
+    mine = run(node, pos, neg, vae=loaded.vae, image=image)
+    assert torch.equal(core[0][0][1]["concat_latent_image"], mine[0][0][1]["concat_latent_image"])
+    assert torch.equal(core[2]["samples"], mine[2]["samples"])
+
+
+def test_pre_encoded_latent_is_used_instead_of_encoding(comfy, parts):
+    loaded, pos, neg, node = parts
+    pre = {"samples": torch.randn(2, 4, 8, 8)}
+    p, n, latent = run(node, pos, neg, image_latent=pre, latent_output="input image (for denoise < 1)")
+    assert p[0][1]["concat_latent_image"] is pre["samples"]
+    torch.testing.assert_close(latent["samples"], pre["samples"])
+
+
+def test_mask_gives_the_encoded_image_with_a_noise_mask(comfy, parts):
+    loaded, pos, neg, node = parts
+    image = torch.rand(1, 64, 64, 3)
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:48, 16:48] = 1
+    p, n, latent = run(node, pos, neg, vae=loaded.vae, image=image, mask=mask)
+    assert torch.count_nonzero(latent["samples"]) > 0
+    assert tuple(latent["noise_mask"].shape) == (1, 1, 64, 64)
+
+
+def test_missing_image_is_refused(comfy, parts):
+    loaded, pos, neg, node = parts
+    with pytest.raises(comfy.pack("models.errors").InstructInputError, match="connect 'image' and 'vae'"):
+        run(node, pos, neg, vae=loaded.vae)
+
+
+def test_grey_rgba_and_odd_sizes_run_through_the_sampler(comfy, parts):
+    loaded, pos, neg, node = parts
+    for image in (torch.rand(1, 37, 45, 1), torch.rand(1, 40, 41, 4)):
+        for mode in ("crop to multiple of 8", "resize to multiple of 8"):
+            p, n, latent = run(node, pos, neg, vae=loaded.vae, image=image, size_mode=mode)
+            sampler = comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
+            out = sampler.execute(model=loaded.model, seed=0, steps=1, text_cfg=7.5, image_cfg=1.5, sampler_name="euler",
+                                  scheduler="normal", positive=p, negative=n, latent_image=latent, denoise=1.0).result[0]
+            assert out["samples"].shape == latent["samples"].shape and torch.isfinite(out["samples"]).all()
