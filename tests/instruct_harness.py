@@ -80,7 +80,7 @@ class RunResult:
 
 
 class ComfyHarness:
-    def __init__(self, root: Path, work_dir: Path, models_dir: Path) -> None:
+    def __init__(self, root: Path, work_dir: Path, models_dir: Path, cpu: bool = True) -> None:
         self.root = root
         self.work_dir = work_dir
         self.models_dir = models_dir
@@ -88,7 +88,7 @@ class ComfyHarness:
             sys.path.insert(0, str(root))
         from comfy.cli_args import args
 
-        args.cpu = True  # before comfy.model_management is imported: no CUDA probing
+        args.cpu = cpu  # set before comfy.model_management is imported (it probes the device at import)
         args.disable_api_nodes = True
         import folder_paths
 
