@@ -112,9 +112,12 @@ class ComfyHarness:
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
         self.core_ids = set(nodes.NODE_CLASS_MAPPINGS)
         self.pack_loaded = asyncio.run(nodes.load_custom_node(str(PACK_DIR), ignore=self.core_ids))
+        test_nodes = Path(__file__).resolve().parent / "instruct_test_nodes.py"
+        assert asyncio.run(nodes.load_custom_node(str(test_nodes), ignore=self.core_ids))
+        self.test_nodes = sys.modules[str(test_nodes.with_suffix(""))]
         # ComfyUI names the package after its path; submodules hang below that name.
         self.pack_module_name = str(PACK_DIR).replace(".", "_x_")
-        self.pack_node_ids = sorted(set(nodes.NODE_CLASS_MAPPINGS) - self.core_ids)
+        self.pack_node_ids = sorted(set(nodes.NODE_CLASS_MAPPINGS) - self.core_ids - {"InstructTestRecordUNetCalls"})
         # "ipadapter" exists only after the pack registered it
         (models_dir / "ipadapter").mkdir(parents=True, exist_ok=True)
         folder_paths.add_model_folder_path("ipadapter", str(models_dir / "ipadapter"), is_default=True)
