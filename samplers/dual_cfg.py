@@ -23,8 +23,55 @@ import torch
 #: batches, and therefore identical images.
 UNCOND = "uncond"
 IMAGE_ONLY = "image_only"
+EVERYTHING = "everything"  # IP-Adapter-Instruct's fourth branch (instruction "everything")
 FULL = "full"
 BRANCHES: tuple[str, ...] = (UNCOND, IMAGE_ONLY, FULL)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A guidance of the form ``b0 + a1·(b1 − b0) + a2·(b2 − b1) + …`` over named branches.
+
+    Branches run from the least to the most conditioned; ``scales[k]`` weighs ``b[k+1] − b[k]``.
+    InstructPix2Pix is (uncond, image_only, full) with (s_I, s_T); ordinary CFG is (uncond, full)
+    with (cfg,); IP-Adapter-Instruct's 4-branch mode is (uncond, image_only, everything, full) with
+    (s_img, g, s_instr). Branch k's weight is ``a_k − a_{k+1}`` (a_0 = 1, a_n = 0): the weights sum
+    to 1, so the combination is affine and works on denoised predictions.
+    """
+
+    branches: tuple[str, ...]
+    scales: tuple[float, ...]
+    main: int = -1  # the scale a hook should see as "the" CFG scale
+
+    def coefficients(self) -> dict[str, float]:
+        a = (1.0, *self.scales, 0.0)
+        return {name: a[k] - a[k + 1] for k, name in enumerate(self.branches)}
+
+    def needed_branches(self) -> frozenset[str]:
+        needed = frozenset(name for name, c in self.coefficients().items() if c != 0.0)
+        return needed if needed else frozenset((self.branches[-1],))
+
+    def combine(self, preds: Mapping[str, Optional[torch.Tensor]]) -> torch.Tensor:
+        """Evaluated in chain order; a skipped branch (weight 0) is stood in for by its nearest
+        evaluated neighbour (left first), which makes its differences exactly 0.0."""
+        values = [preds.get(name) for name in self.branches]
+        if all(v is None for v in values):
+            raise ValueError("guidance combination needs at least one evaluated branch")
+        filled = []
+        for k, v in enumerate(values):
+            if v is None:
+                left = next((filled[j] for j in range(k - 1, -1, -1) if filled[j] is not None), None)
+                v = left if left is not None else next(x for x in values[k + 1:] if x is not None)
+            filled.append(v)
+        out = filled[0]
+        for k, scale in enumerate(self.scales):
+            out = out + (filled[k + 1] - filled[k]) * scale
+        return out
+
+    def pair_scale(self) -> float:
+        """A scale k ≠ 1 for ``equivalent_cfg_pair`` (the main one when it is not 1), or 1.0."""
+        order = [self.scales[self.main]] + list(reversed(self.scales))
+        return next((k for k in order if not math.isclose(k, 1.0)), 1.0)
 
 
 @dataclass(frozen=True)
@@ -34,53 +81,37 @@ class StepScales:
     text: float
     image: float
 
+    def chain(self) -> Chain:
+        return Chain(BRANCHES, (self.image, self.text))
+
     def coefficients(self) -> dict[str, float]:
         """Weight of each branch in the combined prediction (they sum to 1)."""
-        return {FULL: self.text, IMAGE_ONLY: self.image - self.text, UNCOND: 1.0 - self.image}
+        return self.chain().coefficients()
 
     def needed_branches(self) -> frozenset[str]:
         """Branches whose coefficient is not zero; at least one is always needed."""
-        needed = frozenset(name for name, c in self.coefficients().items() if c != 0.0)
-        return needed if needed else frozenset((FULL,))
+        return self.chain().needed_branches()
 
 
-def _fill_skipped(preds: Mapping[str, Optional[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stand in an evaluated prediction for each skipped branch.
-
-    A skipped branch has coefficient zero, so any stand-in gives the same sum; choosing a
-    neighbour makes the skipped differences exactly 0.0 and keeps the arithmetic identical to
-    core ``DualCFGGuider`` in the cases it also skips.
-    """
-    u, i, c = preds.get(UNCOND), preds.get(IMAGE_ONLY), preds.get(FULL)
-    if u is None:
-        u = i if i is not None else c
-    if i is None:
-        i = u if u is not None else c
-    if c is None:
-        c = i
-    if u is None or i is None or c is None:
-        raise ValueError("dual-CFG combination needs at least one evaluated branch")
-    return u, i, c
-
-
-def combine(preds: Mapping[str, Optional[torch.Tensor]], scales: StepScales) -> torch.Tensor:
+def combine(preds: Mapping[str, Optional[torch.Tensor]], scales: "StepScales | Chain") -> torch.Tensor:
     """``u + s_I·(i − u) + s_T·(c − i)``, evaluated in that order (core's order)."""
-    u, i, c = _fill_skipped(preds)
-    return u + (i - u) * scales.image + (c - i) * scales.text
+    chain = scales.chain() if isinstance(scales, StepScales) else scales
+    return chain.combine(preds)
 
 
 def equivalent_cfg_pair(
-    combined: torch.Tensor, reference: torch.Tensor, scales: StepScales
+    combined: torch.Tensor, reference: torch.Tensor, scales: "StepScales | Chain"
 ) -> tuple[torch.Tensor, float]:
-    """Express the three-way result as one ordinary CFG pair ``(reference, uncond_eff, k)``.
+    """Express a multi-branch result as one ordinary CFG pair ``(reference, uncond_eff, k)``.
 
     ComfyUI's ``sampler_cfg_function`` hooks (RescaleCFG and friends) expect one cond, one
     uncond and one scale. Core ``DualCFGGuider`` shows them only the image pair, so the text term
     escapes them. Here they get the *whole* guidance: ``uncond_eff + k·(reference − uncond_eff)``
-    equals ``combined`` exactly (in exact arithmetic), with ``k`` the text scale (the image scale
+    equals ``combined`` exactly (in exact arithmetic), with ``k`` the text scale (another scale
     when the text scale is 1, where one pair cannot carry any guidance).
     """
-    k = scales.text if not math.isclose(scales.text, 1.0) else scales.image
+    chain = scales.chain() if isinstance(scales, StepScales) else scales
+    k = chain.pair_scale()
     if math.isclose(k, 1.0):
         # No guidance at all: the combination is the reference branch itself.
         return reference, 1.0

@@ -20,12 +20,13 @@ import comfy.samplers
 from ..models.errors import InstructInputError
 from .dual_cfg import (
     BRANCHES,
+    EVERYTHING,
     FULL,
     IMAGE_ONLY,
     UNCOND,
+    Chain,
     ScaleSchedule,
     StepScales,
-    combine,
     equivalent_cfg_pair,
     rescale_guidance,
 )
@@ -35,8 +36,14 @@ log = logging.getLogger(__name__)
 #: The key ComfyUI's IP2P models read the input image latent from.
 IMAGE_KEY = "concat_latent_image"
 
-#: ``self.conds`` keys of the three branches (``UNCOND`` stays "negative", as ComfyUI expects).
-_COND_KEYS = {UNCOND: "negative", IMAGE_ONLY: "image_only", FULL: "positive"}
+#: ``self.conds`` keys of the branches (``UNCOND`` stays "negative", as ComfyUI expects).
+_COND_KEYS = {UNCOND: "negative", IMAGE_ONLY: "image_only", EVERYTHING: "everything", FULL: "positive"}
+
+#: Attachment an IPAdapter-Instruct apply node puts on the MODEL to ask for its 4-branch guidance.
+IP_GUIDANCE_ATTACHMENT = "instruct_ip_guidance"
+#: transformer_options key: the IPAdapter-Instruct token set each conds index must attend to.
+TOKEN_SETS_KEY = "instruct_ip_token_sets"
+FOUR_BRANCHES = (UNCOND, IMAGE_ONLY, EVERYTHING, FULL)
 
 
 def is_instruct_model(model_patcher: Any) -> bool:
@@ -62,7 +69,8 @@ def _with_values(conditioning: list, set_values: dict, drop: tuple[str, ...] = (
     return out
 
 
-def build_branches(model_patcher: Any, positive: list, negative: list, node: str = "InstructKSampler") -> dict[str, list]:
+def build_branches(model_patcher: Any, positive: list, negative: list, node: str = "InstructKSampler",
+                   four_branch: bool = False) -> dict[str, list]:
     """The conditioning of each branch, derived from the user's positive and negative.
 
     full = positive (text + image); image-only = negative with the image latent; unconditional =
@@ -83,7 +91,10 @@ def build_branches(model_patcher: Any, positive: list, negative: list, node: str
                 "8-channel instruct model, so it would silently ignore the image. Load the model with "
                 "'Instruct UNet Loader' (or remove 'Instruct Image Conditioning' for a plain text-to-image run)."
             )
-        return {FULL: positive, UNCOND: _with_values(negative, {"prompt_type": "negative"})}
+        negative = _with_values(negative, {"prompt_type": "negative"})
+        if four_branch:  # IP-Adapter-Instruct: the three negative-text branches differ only in IP tokens
+            return {FULL: positive, EVERYTHING: negative, IMAGE_ONLY: negative, UNCOND: negative}
+        return {FULL: positive, UNCOND: negative}
     if positive_image is None:
         raise InstructInputError(
             f"{node}: the 'positive' conditioning has no input-image latent, so the instruct model would "
@@ -127,7 +138,14 @@ def _rescale_alpha(model_sampling: Any, sigma: torch.Tensor) -> Any:
 
 
 class InstructDualCFGGuider(comfy.samplers.CFGGuider):
-    """``u + s_I·(i − u) + s_T·(c − i)`` over ComfyUI's conds, skipping zero-weight branches."""
+    """The instruct guidance over ComfyUI's conds, skipping zero-weight branches.
+
+    Instruct model: ``u + s_I·(i − u) + s_T·(c − i)``. Plain model: ordinary CFG at text_cfg, or,
+    when an IPAdapter-Instruct apply node asked for it, the reference's 4-branch guidance
+    ``u + s_img·(i − u) + g·(e − i) + s_instr·(c − e)`` with g = text_cfg. Each evaluated batch
+    carries, in its transformer_options, the IPAdapter-Instruct token set of every branch, so an
+    adapter patch routes tokens by branch without any global state.
+    """
 
     def __init__(self, model_patcher: Any, schedule: ScaleSchedule, guidance_rescale: float = 0.0, node: str = "InstructGuider"):
         super().__init__(model_patcher)
@@ -135,41 +153,54 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         self.guidance_rescale = float(guidance_rescale)
         self.node = node
         self.instruct = is_instruct_model(model_patcher)
+        self.ip_guidance = model_patcher.get_attachment(IP_GUIDANCE_ATTACHMENT)
+        self.four_branch = bool(self.ip_guidance is not None and self.ip_guidance.four_branch and not self.instruct)
+        if self.instruct:
+            self.branches, token_sets = BRANCHES, ("uncond", "uncond", "full")
+        elif self.four_branch:
+            self.branches, token_sets = FOUR_BRANCHES, ("uncond", "img_only", "everything", "full")
+        else:
+            self.branches, token_sets = (UNCOND, FULL), ("uncond", "full")
+        self.token_sets = token_sets
         self.cfg = schedule.text_cfg  # what generic code reading ``guider.cfg`` should see
 
     def set_conds(self, positive: list, negative: list) -> None:
-        branches = build_branches(self.model_patcher, positive, negative, node=self.node)
-        if not self.instruct:
+        branches = build_branches(self.model_patcher, positive, negative, node=self.node, four_branch=self.four_branch)
+        if not self.instruct and not self.four_branch:
             log.info("%s: model is not an instruct model; sampling ordinary CFG at text_cfg, image_cfg unused", self.node)
         self.inner_set_conds({_COND_KEYS[name]: conds for name, conds in branches.items()})
 
-    def _scales(self, timestep: torch.Tensor) -> StepScales:
+    def _chain(self, timestep: torch.Tensor) -> Chain:
         if self.schedule.is_constant:
             scales = StepScales(self.schedule.text_cfg, self.schedule.image_cfg)
         else:
             ms = self.inner_model.model_sampling
             scales = self.schedule.at(float(timestep.reshape(-1)[0]), ms.percent_to_sigma)
-        if not self.instruct:  # no image axis: ordinary CFG at the text scale
-            scales = StepScales(scales.text, scales.text)
-        return scales
+        if self.instruct:
+            return scales.chain()
+        if self.four_branch:
+            g = self.ip_guidance
+            return Chain(FOUR_BRANCHES, (g.image_cfg, scales.text, g.instruct_cfg), main=1)
+        return Chain((UNCOND, FULL), (scales.text,))
 
     def predict_noise(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict = {}, seed: Optional[int] = None) -> torch.Tensor:  # noqa: B006 (core's signature)
-        scales = self._scales(timestep)
-        needed = scales.needed_branches()
+        chain = self._chain(timestep)
+        needed = chain.needed_branches()
         if model_options.get("disable_cfg1_optimization", False):
-            needed = frozenset(BRANCHES)
-        conds = [self.conds.get(_COND_KEYS[name]) if name in needed else None for name in BRANCHES]
-        out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
-        preds = {name: (out[k] if conds[k] is not None else None) for k, name in enumerate(BRANCHES)}
-        combined = combine(preds, scales)
+            needed = frozenset(self.branches)
+        conds = [self.conds.get(_COND_KEYS[name]) if name in needed else None for name in self.branches]
+        options = {**model_options, "transformer_options": {**model_options.get("transformer_options", {}), TOKEN_SETS_KEY: self.token_sets}}
+        out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, options)
+        preds = {name: (out[k] if conds[k] is not None else None) for k, name in enumerate(self.branches)}
+        combined = chain.combine(preds)
 
-        reference = next(p for p in (preds[FULL], preds[IMAGE_ONLY], preds[UNCOND]) if p is not None)
+        reference = next(preds[name] for name in reversed(self.branches) if preds[name] is not None)
         if self.guidance_rescale > 0.0:
             alpha = _rescale_alpha(self.inner_model.model_sampling, timestep)
             combined = rescale_guidance(combined, reference, x, alpha, self.guidance_rescale)
 
         if "sampler_cfg_function" in model_options or model_options.get("sampler_post_cfg_function"):
-            uncond_eff, k = equivalent_cfg_pair(combined, reference, scales)
+            uncond_eff, k = equivalent_cfg_pair(combined, reference, chain)
             return comfy.samplers.cfg_function(
                 self.inner_model, reference, uncond_eff, k, x, timestep, model_options=model_options,
                 cond=self.conds.get("positive"), uncond=self.conds.get("negative"),
