@@ -265,3 +265,42 @@ def build_adapter(sd: Mapping, source: str) -> IPAdapterInstruct:
     adapter = IPAdapterInstruct(spec)
     adapter.load_groups(image_proj, ip_layers)
     return adapter.eval()
+
+
+# ---- instructions and guidance mode (the reference's rules) -------------------------------------
+
+#: Task presets → the instruction strings of the reference README.
+TASKS = {
+    "everything": "use everything from the image",
+    "style": "use the style",
+    "composition": "use the composition",
+    "object": "use the object",
+    "face": "use the face",
+}
+CUSTOM_TASK = "custom (instruction text)"
+#: Queries containing any of these use plain 2-pass CFG in the reference; all others the 4-branch CFG.
+SIMPLE_MODE_WORDS = ("style", "colour", "everything", "color", "face", "facial")
+#: The reference's 4th branch encodes this literal instruction.
+EVERYTHING_INSTRUCTION = "everything"
+
+
+def query_for(task: str, instruction: str) -> str:
+    if task in TASKS:
+        return TASKS[task]
+    if task != CUSTOM_TASK:
+        raise InstructModelError(f"unknown task '{task}'; choose one of {', '.join([*TASKS, CUSTOM_TASK])}")
+    if not instruction.strip():
+        raise InstructModelError("task is 'custom' but 'instruction' is empty: write how to use the image, e.g. 'use the pose'.")
+    return instruction
+
+
+def reference_wants_four_branch(query: str) -> bool:
+    """The reference's rule (case-sensitive substring test on the query, as written there)."""
+    return not any(word in query for word in SIMPLE_MODE_WORDS)
+
+
+def reference_auto_scale(query: str, weight: float, base: str) -> float:
+    """SD1.5 reference default: the adapter weight is lowered by 0.2 for composition / pose queries."""
+    if base == "SD1.5" and ("composition" in query or "pose" in query):
+        return weight - 0.2
+    return weight

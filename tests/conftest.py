@@ -65,6 +65,14 @@ def tiny(comfy):
 
 
 @pytest.fixture(scope="session")
+def full(comfy):
+    """Full-size SD1.5 checkpoint/ControlNet (random) and IP-Adapter-Instruct files: about 3 GB, made once."""
+    import instruct_tiny_models
+
+    return instruct_tiny_models.build_full(comfy.models_dir, comfy.pack_module_name)
+
+
+@pytest.fixture(scope="session")
 def tiny_diffusers(comfy):
     pytest.importorskip("diffusers", reason="diffusers is needed for the diffusers-layout models")
     import instruct_tiny_models

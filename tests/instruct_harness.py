@@ -117,7 +117,7 @@ class ComfyHarness:
         self.test_nodes = sys.modules[str(test_nodes.with_suffix(""))]
         # ComfyUI names the package after its path; submodules hang below that name.
         self.pack_module_name = str(PACK_DIR).replace(".", "_x_")
-        self.pack_node_ids = sorted(set(nodes.NODE_CLASS_MAPPINGS) - self.core_ids - {"InstructTestRecordUNetCalls"})
+        self.pack_node_ids = sorted(set(nodes.NODE_CLASS_MAPPINGS) - self.core_ids - set(self.test_nodes.NODE_CLASS_MAPPINGS))
         # "ipadapter" exists only after the pack registered it
         (models_dir / "ipadapter").mkdir(parents=True, exist_ok=True)
         folder_paths.add_model_folder_path("ipadapter", str(models_dir / "ipadapter"), is_default=True)

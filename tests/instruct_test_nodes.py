@@ -29,3 +29,23 @@ class InstructTestRecordUNetCalls:
 
 
 NODE_CLASS_MAPPINGS = {"InstructTestRecordUNetCalls": InstructTestRecordUNetCalls}
+
+
+class InstructTestTinyClipVision:
+    """A tiny CLIP_VISION (ViT-H width, 2 layers) for graphs: the real 632M encoder is too slow for tests."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("CLIP_VISION",)
+    FUNCTION = "make"
+    CATEGORY = "_for_testing"
+
+    def make(self):
+        import instruct_tiny_models
+
+        return (instruct_tiny_models.tiny_clip_vision(),)
+
+
+NODE_CLASS_MAPPINGS["InstructTestTinyClipVision"] = InstructTestTinyClipVision

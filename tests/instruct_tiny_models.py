@@ -117,9 +117,9 @@ def controlnet_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
     return random_state_dict(model, prefix="control_model.", seed=seed)
 
 
-def lora_state_dict(seed: int = SEED, rank: int = 4) -> dict[str, torch.Tensor]:
+def lora_state_dict(seed: int = SEED, rank: int = 4, targets: dict | None = None) -> dict[str, torch.Tensor]:
     """Kohya-style LoRA on a few UNet attention layers and one CLIP layer."""
-    targets = {
+    targets = targets or {
         "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": (320, 768),
         "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q": (320, 320),
         "lora_unet_middle_block_1_transformer_blocks_0_attn2_to_v": (320, 768),
@@ -266,3 +266,130 @@ def build_diffusers(root: Path) -> dict[str, Path]:
         unet = unet or diffusers_unet()
         _save({k: v.contiguous() for k, v in unet.state_dict().items()}, paths["unet_file"])
     return paths
+
+
+# ---- full-size SD1.5 (IP-Adapter-Instruct patches the real 16-layer layout) ---------------------
+
+#: ldm config of a full SD1.5 UNet (4-channel): IP-Adapter-Instruct's 16 layers need the real block layout.
+FULL_SD15_UNET = dict(TINY_UNET, in_channels=4, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
+                      transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1] * 9 + [0] * 3,
+                      transformer_depth_middle=1)
+FULL_FILES = {
+    "checkpoint": "checkpoints/full-sd15-random.safetensors",
+    "controlnet": "controlnet/full-controlnet-sd15-random.safetensors",
+    "adapter_bin": "ipadapter/ip-adapter-instruct-sd15-random.bin",
+    "adapter_safetensors": "ipadapter/ip-adapter-instruct-sd15-random.safetensors",
+    "plus_adapter": "ipadapter/ip-adapter-plus-sd15-random.safetensors",
+    "lora": "loras/full-lora-sd15-random.safetensors",
+}
+#: A two-layer stand-in for CLIP-ViT-H/14 (same width 1280, 257 tokens): the adapter sees the same shapes.
+TINY_CLIP_VISION = {
+    "attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 1280, "image_size": 224,
+    "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 5120, "layer_norm_eps": 1e-05,
+    "model_type": "clip_vision_model", "num_attention_heads": 16, "num_channels": 3, "num_hidden_layers": 2,
+    "patch_size": 14, "projection_dim": 1024,
+}
+
+
+def full_unet_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    model = UNetModel(**FULL_SD15_UNET, device="meta", operations=comfy.ops.disable_weight_init)
+    return random_state_dict(model, seed=seed)
+
+
+def full_controlnet_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
+    import comfy.cldm.cldm
+    import comfy.ops
+
+    cfg = {k: v for k, v in FULL_SD15_UNET.items() if k not in ("out_channels", "use_temporal_attention", "use_temporal_resblock",
+                                                                 "transformer_depth_output")}
+    cfg.update(in_channels=4, hint_channels=3)
+    model = comfy.cldm.cldm.ControlNet(**cfg, device="meta", operations=comfy.ops.disable_weight_init)
+    return random_state_dict(model, prefix="control_model.", seed=seed)
+
+
+def ip_instruct_groups(seed: int = SEED, dtype: torch.dtype = torch.float16) -> tuple[dict, dict]:
+    """The two groups of ip-adapter-instruct-sd15.bin (shapes from the published architecture)."""
+    import importlib
+
+    spec_mod = importlib.import_module(_pack_module("models.ipadapter_instruct"))
+    cfg = spec_mod.ResamplerConfig(dim=768, depth=4, num_queries=16, image_dim=1280, text_dim=768, output_dim=768,
+                                   ff_mult=4, ff_mult_secondary=2)
+    spec = spec_mod.AdapterSpec("SD1.5", cfg, {2 * i + 1: w for i, w in enumerate(spec_mod.SD15_LAYERS)})
+    proj_shapes, ip_shapes = spec_mod.expected_shapes(spec)
+    image_proj = {k: fill("image_proj." + k, torch.Size(s), seed).to(dtype) for k, s in proj_shapes.items()}
+    # norms and biases of a trained model are not 1/0: perturb them so swapped paths would show
+    for k in image_proj:
+        if image_proj[k].ndim == 1:
+            g = _generator(seed, "perturb." + k)
+            image_proj[k] = (image_proj[k].float() + 0.1 * torch.randn(image_proj[k].shape, generator=g)).to(dtype)
+    image_proj["latents"] = (torch.randn(1, 16, 768, generator=_generator(seed, "latents")) * 0.5).to(dtype)
+    ip_layers = {k: fill("ip." + k, torch.Size(s), seed).to(dtype) for k, s in ip_shapes.items()}
+    return image_proj, ip_layers
+
+
+_PACK_MODULE_ROOT: list = []
+
+
+def _pack_module(name: str) -> str:
+    return f"{_PACK_MODULE_ROOT[0]}.{name}"
+
+
+def build_full(root: Path, pack_module_root: str) -> dict[str, Path]:
+    """Full-size SD1.5 checkpoint + ControlNet, and IP-Adapter-Instruct files (.bin and .safetensors)."""
+    root = Path(root)
+    if not _PACK_MODULE_ROOT:
+        _PACK_MODULE_ROOT.append(pack_module_root)
+    paths = {name: root / rel for name, rel in FULL_FILES.items()}
+    if not paths["checkpoint"].exists():
+        sd = {"model.diffusion_model." + k: v for k, v in full_unet_state_dict().items()}
+        sd.update(clip_state_dict())
+        sd.update(vae_state_dict())
+        _save(sd, paths["checkpoint"])
+    if not paths["controlnet"].exists():
+        _save(full_controlnet_state_dict(), paths["controlnet"])
+    if not paths["adapter_bin"].exists() or not paths["adapter_safetensors"].exists():
+        image_proj, ip_layers = ip_instruct_groups()
+        _save({"image_proj": image_proj, "ip_adapter": ip_layers}, paths["adapter_bin"])
+        flat = {f"image_proj.{k}": v for k, v in image_proj.items()}
+        flat.update({f"ip_adapter.{k}": v for k, v in ip_layers.items()})
+        _save(flat, paths["adapter_safetensors"])
+    if not paths["lora"].exists():
+        _save(lora_state_dict(targets={
+            "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": (320, 768),
+            "lora_unet_output_blocks_11_1_transformer_blocks_0_attn1_to_q": (320, 320),
+            "lora_unet_middle_block_1_transformer_blocks_0_attn2_to_v": (1280, 768),
+            "lora_te_text_model_encoder_layers_0_self_attn_q_proj": (768, 768),
+        }), paths["lora"])
+    if not paths["plus_adapter"].exists():
+        image_proj, ip_layers = ip_instruct_groups()
+        plus = {f"image_proj.{k}": v for k, v in image_proj.items()
+                if not k.startswith(("prompt_layers", "new_input_layers", "proj_new_input", "proj_prompt_input"))}
+        plus.update({f"ip_adapter.{k}": v for k, v in ip_layers.items()})
+        _save(plus, paths["plus_adapter"])
+    return paths
+
+
+def tiny_clip_vision(seed: int = SEED):
+    """A ComfyUI ClipVisionModel with the ViT-H width and 2 layers, seeded random weights."""
+    import tempfile
+
+    import comfy.clip_vision
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(TINY_CLIP_VISION, f)
+    model = comfy.clip_vision.ClipVisionModel(f.name)
+    os.unlink(f.name)
+    sd = {}
+    for name, tensor in model.get_sd().items():
+        value = fill("clip_vision." + name, tensor.shape, seed)
+        if name.endswith("position_ids"):
+            sd[name] = tensor
+            continue
+        if "class_embedding" in name or "position_embedding" in name:
+            value = torch.randn(tensor.shape, generator=_generator(seed, name)) * 0.02
+        sd[name] = value.to(tensor.dtype)
+    model.load_sd(sd)
+    return model

@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-EXPECTED_NODES = {"InstructUNetLoader", "InstructImageConditioning", "InstructKSampler", "InstructGuider"}
+EXPECTED_NODES = {"InstructUNetLoader", "InstructImageConditioning", "InstructKSampler", "InstructGuider",
+                  "IPAdapterInstructLoader", "IPAdapterInstructApply"}
 
 
 def test_pack_registers_its_nodes_through_comfy_entrypoint(comfy):

@@ -1,0 +1,168 @@
+"""Everything IPAdapter-Instruct does once per distinct input: encodings, projection, patching.
+
+Encodings follow the reference exactly: instruction and prompts are the base model's CLIP-L last
+hidden state after the final layer norm (77 tokens, no prompt-weight syntax, no chunking; SDXL:
+CLIP-L alone); the image is CLIP-vision's penultimate hidden states; the unconditional image is the
+vision tower run on an all-zero tensor *after* normalisation (mean grey, as the reference does).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.utils
+
+from ..samplers.guider import IP_GUIDANCE_ATTACHMENT
+from .errors import InstructInputError, InstructModelError
+from .ipadapter_instruct import EVERYTHING_INSTRUCTION, IPAdapterInstruct, build_adapter, layer_keys
+from .ipadapter_patch import IPInstructAttention, TokenSets
+
+log = logging.getLogger(__name__)
+NODE = "IPAdapterInstructApply"
+
+
+@dataclass(frozen=True)
+class IPGuidance:
+    """What the instruct guider reads off the MODEL (attachment ``instruct_ip_guidance``)."""
+
+    four_branch: bool
+    instruct_cfg: float
+    image_cfg: float
+
+
+class LoadedAdapter:
+    """The IPADAPTER_INSTRUCT value: the module inside a ModelPatcher, so ComfyUI manages its memory."""
+
+    def __init__(self, module: IPAdapterInstruct, source: str) -> None:
+        self.source = source
+        self.spec = module.spec
+        dtype = mm.unet_dtype(supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+        module.to(dtype)
+        self.patcher = comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(),
+                                                        offload_device=mm.unet_offload_device())
+
+    @property
+    def module(self) -> IPAdapterInstruct:
+        return self.patcher.model
+
+
+def load_adapter(path: str) -> LoadedAdapter:
+    try:
+        sd = comfy.utils.load_torch_file(path, safe_load=True)
+    except Exception as exc:
+        raise InstructModelError(
+            f"Cannot read '{path}': {type(exc).__name__}: {exc}. The file is truncated or corrupt (pickles are read "
+            "weights-only): download it again."
+        ) from exc
+    return LoadedAdapter(build_adapter(sd, path), path)
+
+
+def clip_l_last_hidden(clip: Any, text: str) -> torch.Tensor:
+    """[1, 77, 768]: CLIP-L final-layer, final-LN states of the first 77 tokens, weights syntax off."""
+    c = clip.clone()
+    c.clip_layer(-10000)  # |index| beyond the depth selects the last layer (after the final layer norm)
+    tokens = c.tokenize(text, disable_weights=True)
+    tokens = {key: chunks[:1] for key, chunks in tokens.items()}
+    cond = c.encode_from_tokens(tokens)
+    return cond[:, :77, :768].to(mm.intermediate_device())
+
+
+def image_hidden(clip_vision: Any, image: torch.Tensor) -> torch.Tensor:
+    return clip_vision.encode_image(image, crop=True)["penultimate_hidden_states"]
+
+
+def zero_image_hidden(clip_vision: Any) -> torch.Tensor:
+    mm.load_model_gpu(clip_vision.patcher)
+    size = getattr(clip_vision, "image_size", 224)
+    pixels = torch.zeros(1, 3, size, size, device=clip_vision.load_device)
+    out = clip_vision.model(pixel_values=pixels, intermediate_output=-2)
+    hidden = out[1][:, -2] if getattr(clip_vision, "return_all_hidden_states", False) else out[1]
+    return hidden.to(mm.intermediate_device())
+
+
+def project_token_sets(adapter: LoadedAdapter, clip: Any, clip_vision: Any, image: torch.Tensor, query: str,
+                       prompt: str, negative_prompt: str) -> dict[str, torch.Tensor]:
+    """The four token sets of the reference, each [1, 16·images, C]. Runs once per apply."""
+    base = adapter.spec.base
+    enc = {text: clip_l_last_hidden(clip, text) for text in {query, "", EVERYTHING_INSTRUCTION, prompt, negative_prompt}}
+    negative_for_uncond = enc[negative_prompt] if base == "SD1.5" else enc[""]
+    img = image_hidden(clip_vision, image[..., :3])
+    zero = zero_image_hidden(clip_vision)
+    mm.load_models_gpu([adapter.patcher])
+    proj = adapter.module.image_proj
+    param = next(proj.parameters())
+
+    def run(images: torch.Tensor, instruction: torch.Tensor, prompt_embeds: torch.Tensor) -> torch.Tensor:
+        n = images.shape[0]
+        cast = {"device": param.device, "dtype": param.dtype}
+        with torch.no_grad():
+            out = proj(images.to(**cast), instruction.to(**cast).expand(n, -1, -1), prompt_embeds.to(**cast).expand(n, -1, -1))
+        return out.reshape(1, -1, out.shape[-1]).to(mm.intermediate_device())  # several images: tokens side by side
+
+    return {
+        "full": run(img, enc[query], enc[prompt]),
+        "uncond": run(zero, enc[""], negative_for_uncond),
+        "img_only": run(img, negative_for_uncond, negative_for_uncond),
+        "everything": run(img, enc[EVERYTHING_INSTRUCTION], enc[prompt]),
+    }
+
+
+def check_base(model: Any, adapter: LoadedAdapter) -> None:
+    context = model.model.model_config.unet_config.get("context_dim")
+    if context != adapter.spec.resampler.output_dim:
+        family = {768: "SD1.5", 2048: "SDXL"}.get(context, f"{context}-d cross-attention")
+        raise InstructInputError(
+            f"{NODE}: '{adapter.source}' is the {adapter.spec.base} adapter but the model is {family}: use "
+            f"ip-adapter-instruct-{'sd15' if family == 'SD1.5' else 'sdxl'}.bin with this model."
+        )
+
+
+def _transformer_count(diffusion_model: Any, block: str, number: int) -> int:
+    container = diffusion_model.middle_block if block == "middle" else getattr(diffusion_model, f"{block}_blocks")[number]
+    for child in container:
+        blocks = getattr(child, "transformer_blocks", None)
+        if blocks is not None:
+            return len(blocks)
+    return 0
+
+
+def check_layout(model: Any, keys: dict) -> None:
+    dm = model.model.diffusion_model
+    for n, (block, number, index) in keys.items():
+        try:
+            count = _transformer_count(dm, block, number)
+        except (IndexError, AttributeError, TypeError):
+            count = 0
+        if count <= index:
+            raise InstructInputError(
+                f"{NODE}: the model has no cross-attention layer at {(block, number, index)} (adapter layer {n}); "
+                "it is not a standard SD1.5 / SDXL UNet, so the adapter cannot be applied."
+            )
+
+
+def apply(model: Any, adapter: LoadedAdapter, token_sets: dict[str, torch.Tensor], weight: float, start_at: float,
+          end_at: float, mask: Optional[torch.Tensor], guidance: IPGuidance) -> Any:
+    """A clone of ``model`` with every cross-attention layer patched; the input model is untouched."""
+    check_base(model, adapter)
+    keys = layer_keys(adapter.spec.base)
+    check_layout(model, keys)
+    sampling = model.get_model_object("model_sampling")
+    sigma_start, sigma_end = float(sampling.percent_to_sigma(start_at)), float(sampling.percent_to_sigma(end_at))
+    if mask is not None and mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    tokens = TokenSets(token_sets)
+    patched = model.clone()
+    existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
+    for n, key in keys.items():
+        previous = existing.get(key) or existing.get(key[:2])
+        patch = IPInstructAttention(adapter.patcher, n, tokens, weight, sigma_start, sigma_end, mask, previous,
+                                    guidance.four_branch)
+        patched.set_model_attn2_replace(patch, key[0], key[1], key[2])
+    patched.set_attachments(IP_GUIDANCE_ATTACHMENT, guidance)
+    return patched

@@ -1,0 +1,119 @@
+"""The UNet side of IP-Adapter-Instruct: one attn2 replace patch per cross-attention layer.
+
+Each patch adds ``weight · attention(q, to_k_ip(tokens), to_v_ip(tokens))`` to the layer's text
+attention (or to whatever patch was already on that layer, which it wraps: other IPAdapter patches
+and a second IPAdapter-Instruct stack instead of overwriting each other). The token set is chosen
+per batch chunk from the branch being evaluated, read from the transformer options the guider
+passes down (``instruct_ip_token_sets``); under a core guider, index 0 is the cond (full tokens) and
+any other index the uncond.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, Optional
+
+import torch
+
+import comfy.ldm.modules.attention as attention
+
+from ..samplers.guider import TOKEN_SETS_KEY
+
+log = logging.getLogger(__name__)
+
+CORE_TOKEN_SETS = ("full", "uncond")
+
+
+class TokenSets:
+    """The projected token sets of one apply (full, uncond, img_only, everything), shared by its layers."""
+
+    def __init__(self, sets: dict[str, torch.Tensor]) -> None:
+        self.sets = sets  # name → [1, T, C], T = 16 per reference image
+
+    def for_chunks(self, names: list[str], chunk: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        parts = [self.sets[n].to(device=device, dtype=dtype).expand(chunk, -1, -1) for n in names]
+        return torch.cat(parts, dim=0)
+
+
+class IPInstructAttention:
+    """attn2 replace patch for one layer (reference key ``n``)."""
+
+    def __init__(self, adapter: Any, layer: int, tokens: TokenSets, weight: float, sigma_start: float,
+                 sigma_end: float, mask: Optional[torch.Tensor], previous: Optional[Callable], four_branch: bool) -> None:
+        self.adapter = adapter  # the adapter's ModelPatcher (ComfyUI loads/offloads it with the UNet)
+        self.layer = layer
+        self.tokens = tokens
+        self.weight = float(weight)
+        self.sigma_start, self.sigma_end = float(sigma_start), float(sigma_end)
+        self.mask = mask
+        self.previous = previous
+        self.four_branch = four_branch
+        self._kv_cache: dict = {}
+        self._warned = False
+
+    # ComfyUI deep-copies model_options on every clone: share the (immutable) adapter state instead.
+    def __deepcopy__(self, memo: dict) -> "IPInstructAttention":
+        return self
+
+    def models(self) -> list:
+        extra = self.previous.models() if hasattr(self.previous, "models") else []
+        return [self.adapter, *extra]
+
+    def _active(self, extra_options: dict) -> bool:
+        if self.sigma_start >= 1e8 and self.sigma_end <= 0.0:
+            return True
+        sigma = float(extra_options["sigmas"].reshape(-1)[0])
+        return self.sigma_end <= sigma <= self.sigma_start
+
+    def _names(self, extra_options: dict) -> list[str]:
+        sets = extra_options.get(TOKEN_SETS_KEY)
+        indices = extra_options.get("cond_or_uncond", [0])
+        if sets is None:
+            if self.four_branch and not self._warned:
+                log.warning("IPAdapter-Instruct: this instruction uses the 4-branch guidance; sample with Instruct "
+                            "KSampler / Instruct Guider for it (a core sampler gives the simple 2-pass mode).")
+                self._warned = True
+            sets = CORE_TOKEN_SETS
+        return [sets[i] if i < len(sets) else "uncond" for i in indices]
+
+    def _ip_kv(self, names: list[str], chunk: int, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (tuple(names), chunk, q.device, q.dtype)
+        cached = self._kv_cache.get(key)
+        if cached is None:
+            layers = self.adapter.model.ip_layers
+            to_k, to_v = layers[f"{self.layer}_to_k_ip"], layers[f"{self.layer}_to_v_ip"]
+            w = to_k.weight
+            tokens = self.tokens.for_chunks(names, chunk, w.device, w.dtype)
+            cached = (to_k(tokens).to(q.dtype), to_v(tokens).to(q.dtype))
+            if len(self._kv_cache) > 8:
+                self._kv_cache.clear()
+            self._kv_cache[key] = cached
+        return cached
+
+    def _mask_for(self, q: torch.Tensor, extra_options: dict) -> torch.Tensor:
+        _, _, height, width = extra_options["original_shape"][:4]
+        tokens = q.shape[1]
+        factor = round(math.sqrt(height * width / tokens))
+        h = math.ceil(height / factor)
+        w = tokens // h
+        mask = torch.nn.functional.interpolate(self.mask.unsqueeze(1).to(q.device, q.dtype), size=(h, w), mode="bilinear")
+        mask = mask.reshape(mask.shape[0], h * w, 1)
+        return mask.repeat(q.shape[0] // mask.shape[0], 1, 1) if mask.shape[0] != q.shape[0] else mask
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
+        heads = extra_options["n_heads"]
+        if self.previous is not None:
+            out = self.previous(q, k, v, extra_options)
+        else:
+            out = attention.optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"),
+                                                transformer_options=extra_options)
+        if self.weight == 0.0 or not self._active(extra_options):
+            return out
+        names = self._names(extra_options)
+        chunk = q.shape[0] // len(names)
+        ip_k, ip_v = self._ip_kv(names, chunk, q)
+        ip_out = attention.optimized_attention(q, ip_k, ip_v, heads, attn_precision=extra_options.get("attn_precision"))
+        if self.mask is not None:
+            ip_out = ip_out * self._mask_for(q, extra_options)
+        return out + ip_out * self.weight

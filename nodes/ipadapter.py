@@ -1,0 +1,104 @@
+"""IPAdapter-Instruct loader and apply nodes (logic in ``models/ipadapter_*.py``)."""
+
+from __future__ import annotations
+
+import folder_paths
+from comfy_api.latest import io
+
+from ..models.folders import IPADAPTER_FOLDER
+from ..models.ipadapter_apply import IPGuidance, apply, load_adapter, project_token_sets
+from ..models.ipadapter_instruct import (
+    CUSTOM_TASK,
+    TASKS,
+    query_for,
+    reference_auto_scale,
+    reference_wants_four_branch,
+)
+from .common import CATEGORY
+
+#: Our own socket type (cubiq's "IPADAPTER" would let users wire it into nodes that cannot use it).
+IPAdapterInstructType = io.Custom("IPADAPTER_INSTRUCT")
+
+GUIDANCE_MODES = ("auto (as the reference)", "simple (2-pass CFG)", "4-branch")
+
+
+class IPAdapterInstructLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="IPAdapterInstructLoader",
+            display_name="IPAdapter-Instruct Loader",
+            category=f"{CATEGORY}/ipadapter",
+            description="Loads ip-adapter-instruct-sd15.bin / -sdxl.bin (or a .safetensors with image_proj./ip_adapter. "
+            "prefixes) from models/ipadapter. Every expected weight must be present and nothing else; plain IP-Adapter, "
+            "Plus and FaceID files are refused with a pointer to the right pack.",
+            inputs=[io.Combo.Input("ipadapter_file", options=folder_paths.get_filename_list(IPADAPTER_FOLDER),
+                                   tooltip="The IP-Adapter-Instruct weights in models/ipadapter.")],
+            outputs=[IPAdapterInstructType.Output(display_name="IPADAPTER_INSTRUCT",
+                                                  tooltip="The adapter, for IPAdapter-Instruct Apply.")],
+        )
+
+    @classmethod
+    def execute(cls, ipadapter_file: str) -> io.NodeOutput:
+        return io.NodeOutput(load_adapter(folder_paths.get_full_path_or_raise(IPADAPTER_FOLDER, ipadapter_file)))
+
+
+class IPAdapterInstructApply(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="IPAdapterInstructApply",
+            display_name="IPAdapter-Instruct Apply",
+            category=f"{CATEGORY}/ipadapter",
+            description=(
+                "Conditions generation on a reference image read the way the instruction says: everything, the style, "
+                "the composition, the object or the face. Patches every cross-attention layer (16 for SD1.5, 70 for SDXL, "
+                "middle block included) of a clone of the model. Style/everything/face use plain CFG (any sampler); "
+                "composition/object use the reference's 4-branch guidance, which needs Instruct KSampler or Instruct Guider."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="SD1.5 or SDXL model (an instruct IP2P model works too)."),
+                IPAdapterInstructType.Input("ipadapter", tooltip="From IPAdapter-Instruct Loader."),
+                io.ClipVision.Input("clip_vision", tooltip="CLIP-ViT-H-14 (laion2B-s32B-b79K) image encoder, as the adapter was trained with."),
+                io.Clip.Input("clip", tooltip="The base model's CLIP; the instruction and prompts are encoded with its CLIP-L."),
+                io.Image.Input("image", tooltip="Reference image. Several images: their tokens are used side by side."),
+                io.Combo.Input("task", options=[*TASKS, CUSTOM_TASK], default="style",
+                               tooltip="What to take from the image: everything / style / composition / object / face, or "
+                               "'custom' to write the instruction yourself."),
+                io.String.Input("instruction", default="", tooltip="Used when task is 'custom', e.g. 'use the pose' or 'extract the bird'."),
+                io.String.Input("prompt", default="best quality, high quality", multiline=True,
+                                tooltip="The text prompt of this generation (the same text as your positive CLIP Text Encode): "
+                                "the adapter's tokens depend on it."),
+                io.String.Input("negative_prompt", default="monochrome, lowres, bad anatomy, worst quality, low quality", multiline=True,
+                                tooltip="The negative prompt of this generation (SD1.5 adapters use it for the unconditional tokens)."),
+                io.Float.Input("weight", default=0.8, min=-1.0, max=3.0, step=0.05,
+                               tooltip="Strength of the adapter in every layer and branch. The reference advises 0.6–0.8."),
+                io.Float.Input("start_at", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Fraction of sampling where the adapter starts."),
+                io.Float.Input("end_at", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Fraction of sampling where the adapter stops."),
+                io.Combo.Input("guidance", options=list(GUIDANCE_MODES), default=GUIDANCE_MODES[0],
+                               tooltip="auto: plain CFG when the instruction mentions style/colour/everything/face, else the "
+                               "4-branch guidance (as the reference decides)."),
+                io.Float.Input("instruct_cfg", default=6.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="4-branch mode: guidance of the instruction (full vs 'everything' branch). Reference default 6 (SDXL 5)."),
+                io.Float.Input("image_cfg", default=1.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="4-branch mode: guidance of the image (image-only vs unconditional branch). Reference default 1."),
+                io.Boolean.Input("auto_scale", default=True,
+                                 tooltip="As the SD1.5 reference: lower the weight by 0.2 when the instruction mentions composition or pose."),
+                io.Mask.Input("attn_mask", optional=True, tooltip="Optional: where in the output the adapter acts (white = full strength)."),
+            ],
+            outputs=[io.Model.Output(display_name="MODEL", tooltip="The patched clone of the model.")],
+        )
+
+    @classmethod
+    def execute(cls, model, ipadapter, clip_vision, clip, image, task, instruction, prompt, negative_prompt, weight,
+                start_at, end_at, guidance, instruct_cfg, image_cfg, auto_scale, attn_mask=None) -> io.NodeOutput:
+        query = query_for(task, instruction)
+        if guidance == GUIDANCE_MODES[0]:
+            four_branch = reference_wants_four_branch(query)
+        else:
+            four_branch = guidance == GUIDANCE_MODES[2]
+        if auto_scale:
+            weight = reference_auto_scale(query, weight, ipadapter.spec.base)
+        tokens = project_token_sets(ipadapter, clip, clip_vision, image, query, prompt, negative_prompt)
+        spec = IPGuidance(four_branch=four_branch, instruct_cfg=instruct_cfg, image_cfg=image_cfg)
+        return io.NodeOutput(apply(model, ipadapter, tokens, weight, start_at, end_at, attn_mask, spec))
