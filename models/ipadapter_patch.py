@@ -30,6 +30,7 @@ class TokenSets:
 
     def __init__(self, sets: dict[str, torch.Tensor]) -> None:
         self.sets = sets  # name → [1, T, C], T = 16 per reference image
+        self.warned = False  # one warning per apply, not one per layer
 
     def for_chunks(self, names: list[str], chunk: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         parts = [self.sets[n].to(device=device, dtype=dtype).expand(chunk, -1, -1) for n in names]
@@ -50,7 +51,6 @@ class IPInstructAttention:
         self.previous = previous
         self.four_branch = four_branch
         self._kv_cache: dict = {}
-        self._warned = False
 
     # ComfyUI deep-copies model_options on every clone: share the (immutable) adapter state instead.
     def __deepcopy__(self, memo: dict) -> "IPInstructAttention":
@@ -70,10 +70,10 @@ class IPInstructAttention:
         sets = extra_options.get(TOKEN_SETS_KEY)
         indices = extra_options.get("cond_or_uncond", [0])
         if sets is None:
-            if self.four_branch and not self._warned:
+            if self.four_branch and not self.tokens.warned:
                 log.warning("IPAdapter-Instruct: this instruction uses the 4-branch guidance; sample with Instruct "
                             "KSampler / Instruct Guider for it (a core sampler gives the simple 2-pass mode).")
-                self._warned = True
+                self.tokens.warned = True
             sets = CORE_TOKEN_SETS
         return [sets[i] if i < len(sets) else "uncond" for i in indices]
 

@@ -1,0 +1,393 @@
+"""IPAdapter-Instruct on a real ComfyUI with a full-size (random) SD1.5 UNet: loading, the patched
+UNet against diffusers' own IP-Adapter attention, token routing per branch, both guidance modes
+against their formulas, stacking, cloning, LoRA + ControlNet in one graph, bad inputs."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+import instruct_tiny_models as factory
+
+
+@pytest.fixture(scope="module")
+def env(comfy, full):
+    import folder_paths
+
+    import comfy.sd as comfy_sd
+    import nodes
+
+    model, clip, vae, _ = comfy_sd.load_checkpoint_guess_config(folder_paths.get_full_path("checkpoints", "full-sd15-random.safetensors"))
+    apply_mod = comfy.pack("models.ipadapter_apply")
+    adapter = apply_mod.load_adapter(str(full["adapter_bin"]))
+    vision = factory.tiny_clip_vision()
+    image = torch.rand(1, 96, 80, 3, generator=torch.Generator().manual_seed(3))
+    pos = nodes.CLIPTextEncode().encode(clip, "a cat in a garden")[0]
+    neg = nodes.CLIPTextEncode().encode(clip, "blurry")[0]
+    return types.SimpleNamespace(model=model, clip=clip, vae=vae, adapter=adapter, vision=vision, image=image,
+                                 pos=pos, neg=neg, apply_mod=apply_mod, node=comfy.nodes.NODE_CLASS_MAPPINGS["IPAdapterInstructApply"])
+
+
+def apply_node(env, model=None, **kw):
+    args = dict(model=model or env.model, ipadapter=env.adapter, clip_vision=env.vision, clip=env.clip, image=env.image,
+                task="style", instruction="", prompt="a cat in a garden", negative_prompt="blurry", weight=0.8,
+                start_at=0.0, end_at=1.0, guidance="auto (as the reference)", instruct_cfg=6.0, image_cfg=1.0, auto_scale=True)
+    args.update(kw)
+    return env.node.execute(**args).result[0]
+
+
+class TokenSpy:
+    """Records which token set each batch chunk used, by wrapping TokenSets.for_chunks."""
+
+    def __init__(self, comfy):
+        self.cls = comfy.pack("models.ipadapter_patch").TokenSets
+        self.calls: list = []
+
+    def __enter__(self):
+        original = self.original = self.cls.for_chunks
+        spy = self
+
+        def for_chunks(inner, names, chunk, device, dtype):
+            spy.calls.append(tuple(names))
+            return original(inner, names, chunk, device, dtype)
+
+        self.cls.for_chunks = for_chunks
+        return self
+
+    def __exit__(self, *exc):
+        self.cls.for_chunks = self.original
+
+
+def latent(n=1):
+    return {"samples": torch.zeros(n, 4, 8, 8)}
+
+
+def run_sampler(comfy, model, pos, neg, steps=1, text_cfg=5.0, image_cfg=1.5, seed=1, lat=None):
+    node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
+    return node.execute(model=model, seed=seed, steps=steps, text_cfg=text_cfg, image_cfg=image_cfg, sampler_name="euler",
+                        scheduler="normal", positive=pos, negative=neg, latent_image=lat or latent(), denoise=1.0).result[0]["samples"]
+
+
+# ---- loading ----------------------------------------------------------------------------------
+
+def test_loader_node_reads_bin_and_safetensors_into_a_managed_module(comfy, full):
+    node = comfy.nodes.NODE_CLASS_MAPPINGS["IPAdapterInstructLoader"]
+    options = node.GET_NODE_INFO_V1()["input"]["required"]["ipadapter_file"][1]["options"]
+    assert "ip-adapter-instruct-sd15-random.bin" in options
+    a = node.execute(ipadapter_file="ip-adapter-instruct-sd15-random.bin").result[0]
+    b = node.execute(ipadapter_file="ip-adapter-instruct-sd15-random.safetensors").result[0]
+    import comfy.model_patcher as comfy_mp
+
+    assert isinstance(a.patcher, comfy_mp.ModelPatcher)
+    assert a.spec.base == "SD1.5"
+    torch.testing.assert_close(a.module.ip_layers["31_to_k_ip"].weight, b.module.ip_layers["31_to_k_ip"].weight)
+
+
+def test_plus_adapter_file_is_refused(comfy, full):
+    errors = comfy.pack("models.errors")
+    with pytest.raises(errors.InstructModelError, match="IP-Adapter Plus.*IPAdapter Plus pack"):
+        comfy.pack("models.ipadapter_apply").load_adapter(str(full["plus_adapter"]))
+
+
+def test_corrupt_adapter_is_refused(comfy, full, tmp_path):
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(full["adapter_safetensors"].read_bytes()[:1000])
+    with pytest.raises(comfy.pack("models.errors").InstructModelError, match="Cannot read .*cut.safetensors"):
+        comfy.pack("models.ipadapter_apply").load_adapter(str(bad))
+
+
+# ---- encodings ----------------------------------------------------------------------------------
+
+def test_text_encoding_is_clip_l_last_layer_77_tokens_without_weights(comfy, env):
+    """Against transformers' CLIPTextModel on the same weights: last_hidden_state, 77 tokens, truncated,
+    padded with the end token, parentheses taken literally; a CLIPSetLastLayer upstream changes nothing."""
+    import os
+
+    import comfy.sd1_clip as sd1_clip
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    tok_dir = os.path.join(os.path.dirname(sd1_clip.__file__), "sd1_tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77)
+    hf = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                                      max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu"))
+    prefix = "clip_l.transformer." if any(k.startswith("text_model.") for k in hf.state_dict()) else "clip_l.transformer.text_model."
+    sd = {k[len(prefix):]: v.float() for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
+    missing, _ = hf.load_state_dict(sd, strict=False)
+    assert not [m for m in missing if "position_ids" not in m]
+    text = "a (red:1.5) " + "house " * 90  # weight syntax and more than 77 tokens
+    ids = tokenizer(text, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    ids[ids == tokenizer.pad_token_id] = tokenizer.eos_token_id  # SD pads with the end token
+    with torch.no_grad():
+        expected = hf(ids).last_hidden_state
+    skipped = env.clip.clone()
+    skipped.clip_layer(-2)
+    got = env.apply_mod.clip_l_last_hidden(skipped, text)
+    assert tuple(got.shape) == (1, 77, 768)
+    torch.testing.assert_close(got.float(), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_unconditional_image_is_zero_after_normalisation(comfy, env):
+    zero = env.apply_mod.zero_image_hidden(env.vision)
+    black = env.apply_mod.image_hidden(env.vision, torch.zeros(1, 224, 224, 3))
+    assert tuple(zero.shape) == (1, 257, 1280)
+    assert not torch.allclose(zero, black)  # a black picture is not the mean-grey zero input
+
+
+# ---- patching ---------------------------------------------------------------------------------
+
+def test_every_cross_attention_layer_is_patched_including_the_middle_block(comfy, env):
+    patched = apply_node(env)
+    replace = patched.model_options["transformer_options"]["patches_replace"]["attn2"]
+    assert len(replace) == 16 and ("middle", 0, 0) in replace
+    assert sorted(p.layer for p in replace.values()) == list(range(1, 32, 2))
+    assert "patches_replace" not in env.model.model_options.get("transformer_options", {})  # input untouched
+    assert env.adapter.patcher in patched.model_patches_models()  # managed with the UNet
+
+
+def test_cloning_shares_the_adapter_weights(comfy, env):
+    patched = apply_node(env)
+    clone = patched.clone().clone()
+    a = patched.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1, 0)]
+    b = clone.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1, 0)]
+    assert a.adapter.model.ip_layers["1_to_k_ip"].weight.data_ptr() == b.adapter.model.ip_layers["1_to_k_ip"].weight.data_ptr()
+    assert a.tokens is b.tokens
+
+
+def test_projection_runs_at_apply_time_not_per_step(comfy, env):
+    calls = []
+    handle = env.adapter.module.image_proj.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        patched = apply_node(env, task="composition")
+        assert len(calls) == 4  # the four token sets
+        run_sampler(comfy, patched, env.pos, env.neg, steps=2)
+        assert len(calls) == 4
+    finally:
+        handle.remove()
+
+
+def _diffusers_unet_from(model):
+    """The same UNet weights in a diffusers UNet2DConditionModel (names through ComfyUI's own map)."""
+    from diffusers import UNet2DConditionModel
+
+    import comfy.utils as comfy_utils
+
+    cfg = dict(factory.FULL_SD15_UNET)
+    to_ldm = comfy_utils.unet_to_diffusers(cfg)
+    ldm = model.model.diffusion_model.state_dict()
+    unet = UNet2DConditionModel(in_channels=4, cross_attention_dim=768, attention_head_dim=8)
+    unet.load_state_dict({d: ldm[l].float() for d, l in to_ldm.items() if l in ldm}, strict=True)
+    return unet.eval()
+
+
+def test_one_patched_unet_evaluation_matches_diffusers_ip_adapter_attention(comfy, env):
+    """Independent path: diffusers' own IPAdapterAttnProcessor2_0 on every attention processor, the
+    reference's key numbering (index in ``unet.attn_processors``, down → up → mid), tokens appended."""
+    from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0
+
+    import comfy.model_management as mm
+
+    tokens = env.apply_mod.project_token_sets(env.adapter, env.clip, env.vision, env.image, "use the style", "a cat", "blurry")
+    guidance = env.apply_mod.IPGuidance(four_branch=False, instruct_cfg=6.0, image_cfg=1.0)
+    patched = env.apply_mod.apply(env.model, env.adapter, tokens, 0.7, 0.0, 1.0, None, guidance)
+
+    unet = _diffusers_unet_from(env.model)
+    processors = {}
+    weights = env.adapter.module.ip_layers
+    for index, (name, old) in enumerate(unet.attn_processors.items()):
+        if name.endswith("attn1.processor"):
+            processors[name] = AttnProcessor2_0()
+            continue
+        hidden = unet.config.block_out_channels[-1] if name.startswith("mid_block") else None
+        if hidden is None:
+            block = int(name.split(".")[1])
+            chans = unet.config.block_out_channels
+            hidden = chans[block] if name.startswith("down_blocks") else list(reversed(chans))[block]
+        proc = IPAdapterAttnProcessor2_0(hidden, 768, num_tokens=(16,), scale=0.7)
+        proc.to_k_ip[0].weight.data = weights[f"{index}_to_k_ip"].weight.detach().float().clone()
+        proc.to_v_ip[0].weight.data = weights[f"{index}_to_v_ip"].weight.detach().float().clone()
+        processors[name] = proc
+    unet.set_attn_processor(processors)
+
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(1, 4, 8, 8, generator=g)
+    text = env.pos[0][0].float()
+    t = torch.tensor([500.0])
+    with torch.no_grad():
+        expected = unet(x, t, encoder_hidden_states=torch.cat([text, tokens["full"].float()], dim=1)).sample
+        mm.load_models_gpu([patched])
+        to = {"patches_replace": patched.model_options["transformer_options"]["patches_replace"], "cond_or_uncond": [0],
+              "sigmas": torch.tensor([1.0])}
+        got = patched.model.diffusion_model(x, t, context=text, transformer_options=to)
+        plain = env.model.model.diffusion_model(x, t, context=text, transformer_options={})
+    assert not torch.allclose(got, plain, atol=1e-3)  # the adapter changes the output
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+# ---- guidance ---------------------------------------------------------------------------------
+
+def _branch_predictions(comfy, model, pos, neg, capture):
+    """A one-call sampler that records the guider's combined prediction and each branch alone."""
+    import comfy.samplers as comfy_samplers
+
+    def one_call(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
+        guider = model_k.inner_model
+        sigma = sigmas[:1].expand(x.shape[0])
+        capture["combined"] = model_k(x, sigma, **extra_args)
+        options = extra_args["model_options"]
+        from_guider = getattr(guider, "branches", None)
+        token_key = comfy.pack("samplers.guider").TOKEN_SETS_KEY
+        if from_guider:
+            keys = {"uncond": "negative", "image_only": "image_only", "everything": "everything", "full": "positive"}
+            names = list(from_guider)
+            conds = [guider.conds[keys[n]] for n in names]
+            options = {**options, "transformer_options": {**options.get("transformer_options", {}), token_key: guider.token_sets}}
+        else:
+            names = ["full", "uncond"]
+            conds = [guider.conds["positive"], guider.conds["negative"]]
+        for k, name in enumerate(names):
+            only = [c if j == k else None for j, c in enumerate(conds)]
+            capture[name] = comfy_samplers.calc_cond_batch(guider.inner_model, only, x, sigma, options)[k]
+        return x
+
+    return comfy_samplers.KSAMPLER(one_call)
+
+
+def test_four_branch_mode_against_its_formula_with_reference_routing(comfy, env):
+    patched = apply_node(env, task="object", instruct_cfg=4.0, image_cfg=1.5)  # object → 4-branch
+    guider = comfy.pack("samplers.guider").InstructDualCFGGuider(patched, comfy.pack("samplers.dual_cfg").ScaleSchedule(5.0, 1.5))
+    guider.set_conds(env.pos, env.neg)
+    assert guider.branches == ("uncond", "image_only", "everything", "full")
+    capture = {}
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    with TokenSpy(comfy) as spy:
+        guider.sample(noise, torch.zeros_like(noise), _branch_predictions(comfy, patched, env.pos, env.neg, capture),
+                      torch.tensor([8.0, 0.0]), seed=0)
+    u, i, e, c = (capture[k] for k in ("uncond", "image_only", "everything", "full"))
+    expected = u + 1.5 * (i - u) + 5.0 * (e - i) + 4.0 * (c - e)
+    torch.testing.assert_close(capture["combined"], expected, rtol=1e-4, atol=1e-4)
+    # one batch of four chunks (ComfyUI may order them its own way), each with the reference's token set
+    assert any(sorted(c) == sorted(("uncond", "img_only", "everything", "full")) for c in spy.calls)
+    assert not torch.allclose(e, i, atol=1e-4) and not torch.allclose(i, u, atol=1e-4)
+
+
+def test_simple_mode_with_core_ksampler_routes_full_and_uncond_tokens(comfy, env):
+    import comfy.samplers as comfy_samplers
+
+    import nodes
+
+    patched = apply_node(env, task="style")
+    with TokenSpy(comfy) as spy:
+        core = nodes.common_ksampler(patched, 1, 1, 5.0, "euler", "normal", env.pos, env.neg, latent())[0]["samples"]
+    assert any(sorted(c) == ["full", "uncond"] for c in spy.calls)  # cond → full tokens, uncond → uncond tokens
+    mine = run_sampler(comfy, patched, env.pos, env.neg, steps=1, text_cfg=5.0)
+    torch.testing.assert_close(mine, core, rtol=1e-5, atol=1e-5)  # simple mode = ordinary CFG either way
+    capture = {}
+    guider = comfy_samplers.CFGGuider(patched)
+    guider.set_conds(env.pos, env.neg)
+    guider.set_cfg(5.0)
+    noise = torch.randn(1, 4, 8, 8)
+    guider.sample(noise, torch.zeros_like(noise), _branch_predictions(comfy, patched, env.pos, env.neg, capture), torch.tensor([8.0, 0.0]), seed=0)
+    torch.testing.assert_close(capture["combined"], capture["uncond"] + 5.0 * (capture["full"] - capture["uncond"]), rtol=1e-4, atol=1e-4)
+
+
+def test_four_branch_mode_under_a_core_sampler_warns_once(comfy, env, log_capture):
+    import nodes
+
+    patched = apply_node(env, task="composition")
+    nodes.common_ksampler(patched, 1, 1, 5.0, "euler", "normal", env.pos, env.neg, latent())
+    warnings = [m for m in log_capture.messages() if "4-branch guidance" in m]
+    assert len(warnings) == 1
+
+
+def test_instruct_ip2p_model_routes_positive_tokens_to_full_and_negative_to_the_rest(comfy, env, tiny):
+    """On an instruct model the dual-CFG branches carry (uncond, uncond, full) token sets. The tiny
+    instruct UNet lacks SD1.5's layout, so routing is checked at the guider level."""
+    guider_mod = comfy.pack("samplers.guider")
+    import folder_paths
+
+    loaded = comfy.pack("models.instruct_loader").load_instruct(folder_paths.get_full_path("checkpoints", "tiny-ip2p-sd15.safetensors"))
+    guider = guider_mod.InstructDualCFGGuider(loaded.model, comfy.pack("samplers.dual_cfg").ScaleSchedule(7.5, 1.5))
+    assert guider.branches == ("uncond", "image_only", "full") and guider.token_sets == ("uncond", "uncond", "full")
+    with pytest.raises(comfy.pack("models.errors").InstructInputError, match="no cross-attention layer"):
+        apply_node(env, model=loaded.model)
+
+
+# ---- composition --------------------------------------------------------------------------------
+
+def test_stacking_two_applies_chains_both_adapters(comfy, env):
+    import comfy.model_management as mm
+
+    one = apply_node(env, weight=0.5, task="style")
+    two = apply_node(env, model=one, weight=0.3, task="everything")
+    replace = two.model_options["transformer_options"]["patches_replace"]["attn2"]
+    outer = replace[("middle", 0, 0)]
+    assert outer.previous is one.model_options["transformer_options"]["patches_replace"]["attn2"][("middle", 0, 0)]
+    x, t = torch.randn(1, 4, 8, 8), torch.tensor([500.0])
+    text = env.pos[0][0]
+
+    def run(m):
+        mm.load_models_gpu([m])
+        to = {"patches_replace": m.model_options["transformer_options"].get("patches_replace", {}), "cond_or_uncond": [0],
+              "sigmas": torch.tensor([1.0])}
+        with torch.no_grad():
+            return m.model.diffusion_model(x, t, context=text, transformer_options=to)
+
+    base, first, both = run(env.model), run(one), run(two)
+    assert not torch.allclose(first, both, atol=1e-4) and not torch.allclose(base, first, atol=1e-4)
+
+
+def test_weight_zero_and_outside_the_window_leave_the_model_unchanged(comfy, env):
+    base = run_sampler(comfy, env.model, env.pos, env.neg)
+    assert torch.equal(run_sampler(comfy, apply_node(env, weight=0.0), env.pos, env.neg), base)
+    assert torch.equal(run_sampler(comfy, apply_node(env, start_at=0.5, end_at=1.0), env.pos, env.neg, steps=1), base)
+
+
+def test_attention_mask_limits_where_the_adapter_acts(comfy, env):
+    mask = torch.zeros(1, 64, 64)
+    base = run_sampler(comfy, env.model, env.pos, env.neg)
+    masked = run_sampler(comfy, apply_node(env, attn_mask=mask), env.pos, env.neg)
+    torch.testing.assert_close(masked, base, rtol=1e-5, atol=1e-5)  # all-zero mask: no adapter anywhere
+
+
+def test_lora_controlnet_and_adapter_in_one_graph(comfy, env, full, log_capture):
+    image = comfy.input_image("ip.png", seed=5)
+    g = comfy.graph()
+    ckpt = g.node("CheckpointLoaderSimple", id="ckpt", ckpt_name="full-sd15-random.safetensors")
+    lora = g.node("LoraLoader", id="lora", model=ckpt.out(0), clip=ckpt.out(1), lora_name="full-lora-sd15-random.safetensors",
+                  strength_model=1.0, strength_clip=1.0)
+    ipl = g.node("IPAdapterInstructLoader", id="ipl", ipadapter_file="ip-adapter-instruct-sd15-random.bin")
+    cv = g.node("InstructTestTinyClipVision", id="cv")
+    img = g.node("LoadImage", id="img", image=image)
+    ipa = g.node("IPAdapterInstructApply", id="ipa", model=lora.out(0), ipadapter=ipl.out(0), clip_vision=cv.out(0),
+                 clip=lora.out(1), image=img.out(0), task="object", instruction="", prompt="a cat", negative_prompt="",
+                 weight=0.7, start_at=0.0, end_at=1.0, guidance="auto (as the reference)", instruct_cfg=4.0, image_cfg=1.5,
+                 auto_scale=True)
+    rec = g.node("InstructTestRecordUNetCalls", id="rec", model=ipa.out(0))
+    pos = g.node("CLIPTextEncode", id="pos", clip=lora.out(1), text="a cat")
+    neg = g.node("CLIPTextEncode", id="neg", clip=lora.out(1), text="")
+    cnl = g.node("ControlNetLoader", id="cnl", control_net_name="full-controlnet-sd15-random.safetensors")
+    cna = g.node("ControlNetApplyAdvanced", id="cna", positive=pos.out(0), negative=neg.out(0), control_net=cnl.out(0),
+                 image=img.out(0), strength=1.0, start_percent=0.0, end_percent=1.0)
+    empty = g.node("EmptyLatentImage", id="empty", width=64, height=64, batch_size=1)
+    ks = g.node("InstructKSampler", id="ks", model=rec.out(0), seed=1, steps=1, text_cfg=5.0, image_cfg=1.0,
+                sampler_name="euler", scheduler="normal", positive=cna.out(0), negative=cna.out(1), latent_image=empty.out(0),
+                denoise=1.0)
+    g.node("SaveImage", id="save", images=g.node("VAEDecode", id="dec", samples=ks.out(0), vae=ckpt.out(2)).out(0),
+           filename_prefix="ip")
+    comfy.test_nodes.CALLS.clear()
+    result = comfy.run(g.finalize())
+    calls = list(comfy.test_nodes.CALLS)
+    assert len(calls) == 1 and sorted(calls[0]["branches"]) == [0, 1, 2, 3]  # the 4-branch mode
+    assert all(n > 0 for n in calls[0]["control_chunk_norms"])  # control on every branch
+    assert len(result.output("lora").patches) == 3
+    assert not [m for m in log_capture.messages() if "lora key not loaded" in m]
+    assert torch.isfinite(result.output("dec")).all()
+
+
+def test_adapter_for_another_base_is_refused(comfy, env):
+    fake = types.SimpleNamespace(spec=types.SimpleNamespace(base="SDXL", resampler=types.SimpleNamespace(output_dim=2048)),
+                                 source="ip-adapter-instruct-sdxl.bin")
+    with pytest.raises(comfy.pack("models.errors").InstructInputError, match="SDXL adapter but the model is SD1.5.*sd15"):
+        env.apply_mod.check_base(env.model, fake)
