@@ -69,7 +69,7 @@ def full(comfy):
     """Full-size SD1.5 checkpoint/ControlNet (random) and IP-Adapter-Instruct files: about 3 GB, made once."""
     import instruct_tiny_models
 
-    return instruct_tiny_models.build_full(comfy.models_dir, comfy.pack_module_name)
+    return instruct_tiny_models.build_full(comfy.models_dir, comfy.pack("models.ipadapter_instruct"))
 
 
 @pytest.fixture(scope="session")

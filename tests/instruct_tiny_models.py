@@ -310,11 +310,10 @@ def full_controlnet_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
     return random_state_dict(model, prefix="control_model.", seed=seed)
 
 
-def ip_instruct_groups(seed: int = SEED, dtype: torch.dtype = torch.float16) -> tuple[dict, dict]:
-    """The two groups of ip-adapter-instruct-sd15.bin (shapes from the published architecture)."""
-    import importlib
+def ip_instruct_groups(spec_mod, seed: int = SEED, dtype: torch.dtype = torch.float16) -> tuple[dict, dict]:
+    """The two groups of ip-adapter-instruct-sd15.bin (shapes from the published architecture).
 
-    spec_mod = importlib.import_module(_pack_module("models.ipadapter_instruct"))
+    ``spec_mod`` is the pack's ``models.ipadapter_instruct`` module (the key list comes from it)."""
     cfg = spec_mod.ResamplerConfig(dim=768, depth=4, num_queries=16, image_dim=1280, text_dim=768, output_dim=768,
                                    ff_mult=4, ff_mult_secondary=2)
     spec = spec_mod.AdapterSpec("SD1.5", cfg, {2 * i + 1: w for i, w in enumerate(spec_mod.SD15_LAYERS)})
@@ -330,18 +329,9 @@ def ip_instruct_groups(seed: int = SEED, dtype: torch.dtype = torch.float16) -> 
     return image_proj, ip_layers
 
 
-_PACK_MODULE_ROOT: list = []
-
-
-def _pack_module(name: str) -> str:
-    return f"{_PACK_MODULE_ROOT[0]}.{name}"
-
-
-def build_full(root: Path, pack_module_root: str) -> dict[str, Path]:
+def build_full(root: Path, spec_mod) -> dict[str, Path]:
     """Full-size SD1.5 checkpoint + ControlNet, and IP-Adapter-Instruct files (.bin and .safetensors)."""
     root = Path(root)
-    if not _PACK_MODULE_ROOT:
-        _PACK_MODULE_ROOT.append(pack_module_root)
     paths = {name: root / rel for name, rel in FULL_FILES.items()}
     if not paths["checkpoint"].exists():
         sd = {"model.diffusion_model." + k: v for k, v in full_unet_state_dict().items()}
@@ -351,7 +341,7 @@ def build_full(root: Path, pack_module_root: str) -> dict[str, Path]:
     if not paths["controlnet"].exists():
         _save(full_controlnet_state_dict(), paths["controlnet"])
     if not paths["adapter_bin"].exists() or not paths["adapter_safetensors"].exists():
-        image_proj, ip_layers = ip_instruct_groups()
+        image_proj, ip_layers = ip_instruct_groups(spec_mod)
         _save({"image_proj": image_proj, "ip_adapter": ip_layers}, paths["adapter_bin"])
         flat = {f"image_proj.{k}": v for k, v in image_proj.items()}
         flat.update({f"ip_adapter.{k}": v for k, v in ip_layers.items()})
@@ -364,7 +354,7 @@ def build_full(root: Path, pack_module_root: str) -> dict[str, Path]:
             "lora_te_text_model_encoder_layers_0_self_attn_q_proj": (768, 768),
         }), paths["lora"])
     if not paths["plus_adapter"].exists():
-        image_proj, ip_layers = ip_instruct_groups()
+        image_proj, ip_layers = ip_instruct_groups(spec_mod)
         plus = {f"image_proj.{k}": v for k, v in image_proj.items()
                 if not k.startswith(("prompt_layers", "new_input_layers", "proj_new_input", "proj_prompt_input"))}
         plus.update({f"ip_adapter.{k}": v for k, v in ip_layers.items()})
