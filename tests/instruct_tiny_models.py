@@ -281,6 +281,8 @@ FULL_FILES = {
     "adapter_safetensors": "ipadapter/ip-adapter-instruct-sd15-random.safetensors",
     "plus_adapter": "ipadapter/ip-adapter-plus-sd15-random.safetensors",
     "lora": "loras/full-lora-sd15-random.safetensors",
+    "instruct_checkpoint": "checkpoints/full-ip2p-sd15-random.safetensors",
+    "clip_vision": "clip_vision/clip-vit-h-14-random.safetensors",
 }
 #: A two-layer stand-in for CLIP-ViT-H/14 (same width 1280, 257 tokens): the adapter sees the same shapes.
 TINY_CLIP_VISION = {
@@ -291,11 +293,12 @@ TINY_CLIP_VISION = {
 }
 
 
-def full_unet_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
+def full_unet_state_dict(seed: int = SEED, in_channels: int = 4) -> dict[str, torch.Tensor]:
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    model = UNetModel(**FULL_SD15_UNET, device="meta", operations=comfy.ops.disable_weight_init)
+    cfg = dict(FULL_SD15_UNET, in_channels=in_channels)
+    model = UNetModel(**cfg, device="meta", operations=comfy.ops.disable_weight_init)
     return random_state_dict(model, seed=seed)
 
 
@@ -338,6 +341,13 @@ def build_full(root: Path, spec_mod) -> dict[str, Path]:
         sd.update(clip_state_dict())
         sd.update(vae_state_dict())
         _save(sd, paths["checkpoint"])
+    if not paths["instruct_checkpoint"].exists():
+        sd = {"model.diffusion_model." + k: v for k, v in full_unet_state_dict(in_channels=8).items()}
+        sd.update(clip_state_dict())
+        sd.update(vae_state_dict())
+        _save(sd, paths["instruct_checkpoint"])
+    if not paths["clip_vision"].exists():
+        _save(clip_vision_h_state_dict(), paths["clip_vision"])
     if not paths["controlnet"].exists():
         _save(full_controlnet_state_dict(), paths["controlnet"])
     if not paths["adapter_bin"].exists() or not paths["adapter_safetensors"].exists():
@@ -383,3 +393,18 @@ def tiny_clip_vision(seed: int = SEED):
         sd[name] = value.to(tensor.dtype)
     model.load_sd(sd)
     return model
+
+
+def clip_vision_h_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
+    """A full-size CLIP-ViT-H/14 vision tower (632M, random) that ComfyUI's CLIPVisionLoader detects."""
+    import comfy.clip_model
+    import comfy.clip_vision
+    import comfy.ops
+
+    config = json.loads((Path(comfy.clip_vision.__file__).parent / "clip_vision_config_h.json").read_text())
+    model = comfy.clip_model.CLIPVisionModelProjection(config, torch.float16, "meta", comfy.ops.disable_weight_init)
+    sd = random_state_dict(model, seed=seed)
+    for name in sd:
+        if "class_embedding" in name or "position_embedding" in name:
+            sd[name] = (torch.randn(sd[name].shape, generator=_generator(seed, name)) * 0.02).half()
+    return sd

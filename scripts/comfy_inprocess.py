@@ -1,0 +1,129 @@
+"""Run ComfyUI in this process, the way its server does, with this pack loaded as a custom node.
+
+Used by the headless runner (``run_workflow.py``), the tests and the benchmarks. One instance per
+process: ComfyUI's registries are module globals.
+
+Where ComfyUI is found (first match): ``$COMFYUI_PATH``; the ComfyUI whose ``custom_nodes`` holds
+this pack; ``~/ComfyUI``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+PACK_DIR = Path(__file__).resolve().parents[1]
+
+
+def is_comfyui(path: Optional[Path]) -> bool:
+    return bool(path) and (path / "comfy").is_dir() and (path / "nodes.py").is_file() and (path / "folder_paths.py").is_file()
+
+
+def find_comfyui() -> tuple[Optional[Path], str]:
+    """(path, how it was found) or (None, why not)."""
+    env = os.environ.get("COMFYUI_PATH")
+    if env:
+        p = Path(env).expanduser().resolve()
+        return (p, "COMFYUI_PATH") if is_comfyui(p) else (None, f"COMFYUI_PATH={env} is not a ComfyUI checkout")
+    holder = PACK_DIR.parent.parent
+    if PACK_DIR.parent.name == "custom_nodes" and is_comfyui(holder):
+        return holder, "the ComfyUI holding this pack"
+    home = Path.home() / "ComfyUI"
+    if is_comfyui(home):
+        return home, "~/ComfyUI"
+    return None, "no ComfyUI found: set COMFYUI_PATH to a ComfyUI 0.8+ checkout (or clone one to ~/ComfyUI)"
+
+
+class StubServer:
+    """What PromptExecutor needs of PromptServer; records every event it is sent."""
+
+    def __init__(self) -> None:
+        self.client_id = "in-process"
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.sockets_metadata: dict = {}
+        self.events: list[tuple[str, Any]] = []
+
+    def send_sync(self, event: str, data: Any, sid: Any = None) -> None:
+        self.events.append((event, data))
+
+    def queue_updated(self) -> None:
+        pass
+
+
+class InProcessComfy:
+    """ComfyUI core nodes + comfy_extras + this pack, executing API-format prompts without HTTP."""
+
+    def __init__(self, root: Path, work_dir: Optional[Path] = None, cpu: bool = True,
+                 model_dirs: Optional[dict[str, list[str]]] = None, use_default_folders: bool = True) -> None:
+        self.root = Path(root)
+        if str(self.root) not in sys.path:
+            sys.path.insert(0, str(self.root))
+        from comfy.cli_args import args
+
+        args.cpu = cpu  # set before comfy.model_management is imported (it probes the device at import)
+        args.disable_api_nodes = True
+        import folder_paths
+
+        self.folder_paths = folder_paths
+        if work_dir is not None:
+            for sub in ("input", "output", "temp", "user"):
+                (Path(work_dir) / sub).mkdir(parents=True, exist_ok=True)
+            folder_paths.set_input_directory(str(Path(work_dir) / "input"))
+            folder_paths.set_output_directory(str(Path(work_dir) / "output"))
+            folder_paths.set_temp_directory(str(Path(work_dir) / "temp"))
+            folder_paths.set_user_directory(str(Path(work_dir) / "user"))
+        if not use_default_folders:
+            for kind in (model_dirs or {}):
+                if kind in folder_paths.folder_names_and_paths:
+                    folder_paths.folder_names_and_paths[kind] = ([], folder_paths.folder_names_and_paths[kind][1])
+        for kind, dirs in (model_dirs or {}).items():
+            for d in dirs:
+                Path(d).mkdir(parents=True, exist_ok=True)
+                if kind in folder_paths.folder_names_and_paths:
+                    folder_paths.add_model_folder_path(kind, str(d), is_default=True)
+        import utils.install_util  # noqa: F401  (must precede `nodes`, or comfy/utils.py shadows the package)
+        import execution
+        import nodes
+
+        self.nodes = nodes
+        self.execution = execution
+        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+        self.core_ids = set(nodes.NODE_CLASS_MAPPINGS)
+        self.pack_loaded = asyncio.run(nodes.load_custom_node(str(PACK_DIR), ignore=self.core_ids))
+        # ComfyUI names the package after its path; its submodules hang below that name.
+        self.pack_module_name = str(PACK_DIR).replace(".", "_x_")
+        for kind, dirs in (model_dirs or {}).items():  # folders the pack registers exist only now
+            for d in dirs:
+                if kind not in self.core_folder_kinds():
+                    folder_paths.add_model_folder_path(kind, str(d), is_default=True)
+
+    def core_folder_kinds(self) -> set:
+        return {"checkpoints", "diffusion_models", "vae", "text_encoders", "loras", "controlnet", "diffusers",
+                "clip_vision", "embeddings"}
+
+    def object_info(self, class_type: str) -> dict:
+        """The ``/object_info`` entry of a node type (V3 and V1 nodes)."""
+        cls = self.nodes.NODE_CLASS_MAPPINGS[class_type]
+        if hasattr(cls, "GET_NODE_INFO_V1"):
+            return cls.GET_NODE_INFO_V1()
+        inputs = cls.INPUT_TYPES()
+        return {"input": {k: inputs.get(k, {}) for k in ("required", "optional")}, "output": list(cls.RETURN_TYPES),
+                "output_node": getattr(cls, "OUTPUT_NODE", False)}
+
+    def all_object_info(self) -> dict:
+        return {name: self.object_info(name) for name in self.nodes.NODE_CLASS_MAPPINGS}
+
+    def validate(self, prompt: dict) -> tuple:
+        return asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+
+    def execute(self, prompt: dict, outputs: list, server: Optional[StubServer] = None) -> tuple[Any, StubServer]:
+        server = server or StubServer()
+        executor = self.execution.PromptExecutor(server, cache_type=self.execution.CacheType.CLASSIC,
+                                                 cache_args={"lru": 0, "ram": 0})
+        executor.execute(prompt, str(uuid.uuid4()), {"client_id": server.client_id}, outputs)
+        return executor, server
