@@ -133,3 +133,8 @@ def check_ui_against_schemas(ui: dict, object_info: dict, model_inputs: Iterable
         elif not (link_type == out_type == in_type or (in_type == "*" or out_type == "*")):
             problems.append(f"link {link_id}: {src['type']}[{oslot}] {out_type} → {dst['type']}.{dst_input['name']} {in_type} (link says {link_type})")
     return problems
+
+
+def is_ui(workflow: dict) -> bool:
+    """UI (litegraph) files have a ``nodes`` list; API files are a dict of node id → node."""
+    return isinstance(workflow.get("nodes"), list)
