@@ -16,7 +16,6 @@ import argparse
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 import instruct_harness  # noqa: E402
+from bench_common import best_of  # noqa: E402
 
 FULL_SD15 = dict(in_channels=8, out_channels=4, cross_attention_dim=768, sample_size=64)
 
@@ -40,24 +40,12 @@ def build_unet(size: str):
     return UNet2DConditionModel(**FULL_SD15)  # diffusers defaults are SD1.5's block layout
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(fn, device: str, repeat: int) -> tuple[float, float]:
     """(best seconds over `repeat` runs after one warm-up, peak memory in MiB during them)."""
-    fn()
-    sync(device)
     if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    best = float("inf")
-    for _ in range(repeat):
-        sync(device)
-        t0 = time.perf_counter()
         fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
+        torch.cuda.reset_peak_memory_stats()
+    best = best_of(fn, device, repeat)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return best, peak
 

@@ -155,20 +155,18 @@ EDIT_NOTE = (
 )
 
 
-def edit_core(g: Graph, ckpt: str, text_cfg: float, image_cfg: float, sampler: str, scheduler: str, steps: int,
-              model_ref=None, control=None, row0: int = 0):
-    loader = g.add("InstructUNetLoader", column=0, row=row0, model_name=ckpt)
-    model = model_ref(loader) if model_ref else loader.out(0)
-    clip = loader.out(1)
-    pos = g.add("CLIPTextEncode", ROLE_INSTRUCTION, 1, row0, clip=clip, text="make it a snowy winter day")
-    neg = g.add("CLIPTextEncode", ROLE_NEGATIVE, 1, row0 + 1, clip=clip, text="")
-    img = g.add("LoadImage", ROLE_IMAGE, 0, row0 + 2, image="example.png")
+def edit_inputs(g: Graph, ckpt: str, patch=None, control=None):
+    """Loader → (optional model/CLIP patch) → instruction + negative → (optional ControlNet) → conditioner."""
+    loader = g.add("InstructUNetLoader", column=0, row=0, model_name=ckpt)
+    model, clip = patch(loader) if patch else (loader.out(0), loader.out(1))
+    pos = g.add("CLIPTextEncode", ROLE_INSTRUCTION, 1, 0, clip=clip, text="make it a snowy winter day")
+    neg = g.add("CLIPTextEncode", ROLE_NEGATIVE, 1, 1, clip=clip, text="")
+    img = g.add("LoadImage", ROLE_IMAGE, 0, 2, image="example.png")
     p, n = pos.out(0), neg.out(0)
     if control:
         p, n = control(p, n, img)
-    cond = g.add("InstructImageConditioning", column=2, row=row0, positive=p, negative=n, vae=loader.out(2),
-                 image=img.out(0))
-    return loader, model, cond, img
+    cond = g.add("InstructImageConditioning", column=2, row=0, positive=p, negative=n, vae=loader.out(2), image=img.out(0))
+    return loader, model, cond
 
 
 def finish(g: Graph, latent_ref, vae_ref, column: int) -> None:
@@ -176,13 +174,21 @@ def finish(g: Graph, latent_ref, vae_ref, column: int) -> None:
     g.add("SaveImage", ROLE_SAVE, column + 1, 0, images=dec.out(0), filename_prefix=f"instruct/{g.name}")
 
 
-def instruct_edit_sd15() -> Graph:
-    g = Graph("instruct_edit_sd15", "Instruct edit (SD1.5)", EDIT_NOTE + "\nSD1.5 models: text_cfg 7.5, image_cfg 1.5, 20-30 steps.")
-    loader, model, cond, _ = edit_core(g, "checkpoints/instruct-pix2pix-00-22000.safetensors", 7.5, 1.5, "euler_ancestral", "normal", 20)
-    ks = g.add("InstructKSampler", column=3, row=0, model=model, seed=1371, steps=20, text_cfg=7.5, image_cfg=1.5,
-               sampler_name="euler_ancestral", scheduler="normal", positive=cond.out(0), negative=cond.out(1),
+def edit_sampler(g: Graph, loader: Node, model, cond: Node, text_cfg: float = 7.5, image_cfg: float = 1.5,
+                 sampler: str = "euler_ancestral", scheduler: str = "normal") -> None:
+    ks = g.add("InstructKSampler", column=3, row=0, model=model, seed=1371, steps=20, text_cfg=text_cfg, image_cfg=image_cfg,
+               sampler_name=sampler, scheduler=scheduler, positive=cond.out(0), negative=cond.out(1),
                latent_image=cond.out(2), denoise=1.0)
     finish(g, ks.out(0), loader.out(2), 4)
+
+
+IP2P = "checkpoints/instruct-pix2pix-00-22000.safetensors"
+
+
+def instruct_edit_sd15() -> Graph:
+    g = Graph("instruct_edit_sd15", "Instruct edit (SD1.5)", EDIT_NOTE + "\nSD1.5 models: text_cfg 7.5, image_cfg 1.5, 20-30 steps.")
+    loader, model, cond = edit_inputs(g, IP2P)
+    edit_sampler(g, loader, model, cond)
     return g
 
 
@@ -191,11 +197,8 @@ def instruct_edit_sdxl() -> Graph:
               EDIT_NOTE + "\nSDXL-class edit models: CosXL Edit (its EDM v-prediction and scaled image latent are detected "
               "from the file) or sdxl-instructpix2pix-768. text_cfg about 5, image_cfg 1.5, dpmpp_2m karras 20 steps. "
               "Work near 1024x1024 (CosXL) or 768x768.")
-    loader, model, cond, _ = edit_core(g, "checkpoints/cosxl_edit.safetensors", 5.0, 1.5, "dpmpp_2m", "karras", 20)
-    ks = g.add("InstructKSampler", column=3, row=0, model=model, seed=1371, steps=20, text_cfg=5.0, image_cfg=1.5,
-               sampler_name="dpmpp_2m", scheduler="karras", positive=cond.out(0), negative=cond.out(1),
-               latent_image=cond.out(2), denoise=1.0)
-    finish(g, ks.out(0), loader.out(2), 4)
+    loader, model, cond = edit_inputs(g, "checkpoints/cosxl_edit.safetensors")
+    edit_sampler(g, loader, model, cond, text_cfg=5.0, sampler="dpmpp_2m", scheduler="karras")
     return g
 
 
@@ -204,20 +207,15 @@ def instruct_edit_controlnet() -> Graph:
               EDIT_NOTE + "\nA ControlNet (here an SD1.5 tile ControlNet fed the input image) keeps the structure. It is "
               "applied to positive and negative, and the sampler gives it to all three branches (the unconditional one "
               "included). Lower its strength if the edit cannot happen.")
-    holder = {}
 
     def control(p, n, img):
         cn = g.add("ControlNetLoader", column=1, row=3, control_net_name="control_v11f1e_sd15_tile.pth")
-        holder["cna"] = g.add("ControlNetApplyAdvanced", column=2, row=2, positive=p, negative=n, control_net=cn.out(0),
-                              image=img.out(0), strength=0.6, start_percent=0.0, end_percent=1.0)
-        return holder["cna"].out(0), holder["cna"].out(1)
+        cna = g.add("ControlNetApplyAdvanced", column=2, row=2, positive=p, negative=n, control_net=cn.out(0),
+                    image=img.out(0), strength=0.6, start_percent=0.0, end_percent=1.0)
+        return cna.out(0), cna.out(1)
 
-    loader, model, cond, _ = edit_core(g, "checkpoints/instruct-pix2pix-00-22000.safetensors", 7.5, 1.5, "euler_ancestral",
-                                       "normal", 20, control=control)
-    ks = g.add("InstructKSampler", column=3, row=0, model=model, seed=1371, steps=20, text_cfg=7.5, image_cfg=1.5,
-               sampler_name="euler_ancestral", scheduler="normal", positive=cond.out(0), negative=cond.out(1),
-               latent_image=cond.out(2), denoise=1.0)
-    finish(g, ks.out(0), loader.out(2), 4)
+    loader, model, cond = edit_inputs(g, IP2P, control=control)
+    edit_sampler(g, loader, model, cond)
     return g
 
 
@@ -225,25 +223,14 @@ def instruct_edit_lora() -> Graph:
     g = Graph("instruct_edit_lora", "Instruct edit + LoRA",
               EDIT_NOTE + "\nAn SD1.5 LoRA (style or subject) on the instruct model steers the look of the edit; "
               "strength 0.5-1.0. Text encoder strength changes how the instruction is read.")
-    holder = {}
 
-    def with_lora(loader):
-        holder["lora"] = g.add("LoraLoader", column=1, row=3, model=loader.out(0), clip=loader.out(1),
-                               lora_name="sd15_style_lora.safetensors", strength_model=0.8, strength_clip=0.8)
-        return holder["lora"].out(0)
+    def lora(loader):
+        node = g.add("LoraLoader", column=1, row=3, model=loader.out(0), clip=loader.out(1),
+                     lora_name="sd15_style_lora.safetensors", strength_model=0.8, strength_clip=0.8)
+        return node.out(0), node.out(1)
 
-    loader = g.add("InstructUNetLoader", column=0, row=0, model_name="checkpoints/instruct-pix2pix-00-22000.safetensors")
-    model = with_lora(loader)
-    clip = holder["lora"].out(1)
-    pos = g.add("CLIPTextEncode", ROLE_INSTRUCTION, 1, 0, clip=clip, text="turn it into a watercolor painting")
-    neg = g.add("CLIPTextEncode", ROLE_NEGATIVE, 1, 1, clip=clip, text="")
-    img = g.add("LoadImage", ROLE_IMAGE, 0, 2, image="example.png")
-    cond = g.add("InstructImageConditioning", column=2, row=0, positive=pos.out(0), negative=neg.out(0), vae=loader.out(2),
-                 image=img.out(0))
-    ks = g.add("InstructKSampler", column=3, row=0, model=model, seed=1371, steps=20, text_cfg=7.5, image_cfg=1.5,
-               sampler_name="euler_ancestral", scheduler="normal", positive=cond.out(0), negative=cond.out(1),
-               latent_image=cond.out(2), denoise=1.0)
-    finish(g, ks.out(0), loader.out(2), 4)
+    loader, model, cond = edit_inputs(g, IP2P, patch=lora)
+    edit_sampler(g, loader, model, cond)
     return g
 
 
@@ -251,7 +238,7 @@ def instruct_edit_guider() -> Graph:
     g = Graph("instruct_edit_guider", "Instruct edit with Instruct Guider + SamplerCustomAdvanced",
               EDIT_NOTE + "\nThe same guidance as a GUIDER, for custom sampling graphs (any sampler, scheduler or sigma "
               "manipulation). guidance_rescale 0.7 tames over-exposure at high text_cfg.")
-    loader, model, cond, _ = edit_core(g, "checkpoints/instruct-pix2pix-00-22000.safetensors", 7.5, 1.5, "euler", "normal", 20)
+    loader, model, cond = edit_inputs(g, IP2P)
     guider = g.add("InstructGuider", column=3, row=0, model=model, positive=cond.out(0), negative=cond.out(1), text_cfg=7.5,
                    image_cfg=1.5, guidance_rescale=0.0)
     noise = g.add("RandomNoise", column=3, row=1, noise_seed=1371)
@@ -299,7 +286,7 @@ def instruct_edit_ip_style() -> Graph:
               EDIT_NOTE + "\nIPAdapter-Instruct on the instruct model takes the style of a second picture: the edit's full "
               "branch sees the adapter's positive tokens, the image-only and unconditional branches its negative ones. "
               "weight 0.5-0.7 so the instruction still leads.")
-    loader = g.add("InstructUNetLoader", column=0, row=0, model_name="checkpoints/instruct-pix2pix-00-22000.safetensors")
+    loader = g.add("InstructUNetLoader", column=0, row=0, model_name=IP2P)
     ipl = g.add("IPAdapterInstructLoader", column=0, row=1, ipadapter_file="ip-adapter-instruct-sd15.bin")
     cv = g.add("CLIPVisionLoader", column=0, row=2, clip_name="CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors")
     ref = g.add("LoadImage", ROLE_REFERENCE, 0, 3, image="example.png")

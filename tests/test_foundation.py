@@ -139,3 +139,16 @@ def test_one_broken_node_is_skipped_not_fatal(comfy, log_capture):
         nodes_pkg.NODE_CLASSES = saved
     assert {n.GET_SCHEMA().node_id for n in node_list} == EXPECTED_NODES
     assert any("DoesNotExist" in m for m in log_capture.messages(logging.ERROR))
+
+
+def test_requirements_match_the_registry_dependencies():
+    import tomllib
+
+    from instruct_harness import PACK_DIR
+
+    project = tomllib.loads((PACK_DIR / "pyproject.toml").read_text())["project"]
+    lines = [line.strip() for line in (PACK_DIR / "requirements.txt").read_text().splitlines()]
+    requirements = [line for line in lines if line and not line.startswith("#")]
+    assert requirements == project["dependencies"]
+    assert not [r for r in requirements if r.lower().startswith("torch")]
+    assert not (PACK_DIR / "install.py").exists()

@@ -174,8 +174,14 @@ def test_server_run_writes_the_image(server, tmp_path, capsys):
     assert code == 0, captured.err
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert "2/2" in captured.err  # progress from the websocket
+    info = json.loads(urllib.request.urlopen(url + "/object_info").read())
+    for node_id in ("InstructUNetLoader", "InstructImageConditioning", "InstructKSampler", "InstructGuider",
+                    "IPAdapterInstructLoader", "IPAdapterInstructApply"):
+        assert info[node_id]["description"] and all(info[node_id]["output_tooltips"])
     log = (base / "server.log").read_text()
-    assert "ComfyUI-Instruct" in log and "IMPORT FAILED" not in log.split("ComfyUI-Instruct")[0][-200:]
+    pack_lines = [line for line in log.splitlines() if "ComfyUI-Instruct" in line or "/work/" in line]
+    assert any("seconds:" in line for line in pack_lines)  # listed among the imported custom nodes
+    assert not [line for line in pack_lines if "IMPORT FAILED" in line or "Error" in line or "WARNING" in line.upper()]
 
 
 @pytest.mark.parametrize("extra,expect", [

@@ -162,3 +162,25 @@ def test_lora_and_freeu_accept_the_loaded_model(comfy, tiny):
     assert len(model.patches) == 3 and len(loaded.model.patches) == 0  # the input model is untouched
     patched = FreeU().patch(model, 1.1, 1.2, 0.9, 0.2)[0]
     assert "output_block_patch" in patched.model_options["transformer_options"].get("patches", {})
+
+
+@pytest.mark.parametrize("config,expected", [
+    ({"in_channels": 8, "cross_attention_dim": 768}, "SD15_instructpix2pix"),  # timbrooks diffusers release layout
+    ({"in_channels": 8, "cross_attention_dim": 2048, "block_out_channels": (320, 640, 1280),
+      "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+      "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), "transformer_layers_per_block": (1, 2, 10),
+      "attention_head_dim": (5, 10, 20), "use_linear_projection": True, "addition_embed_type": "text_time",
+      "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 2816}, "SDXL_instructpix2pix"),
+])
+def test_full_size_diffusers_layouts_convert_to_the_instruct_classes(comfy, config, expected):
+    """Full SD1.5 and SDXL (sdxl-instructpix2pix-768 style) diffusers UNets, built on the meta
+    device (shapes only), convert to ldm names that ComfyUI detects as its instruct classes."""
+    pytest.importorskip("diffusers")
+    from diffusers import UNet2DConditionModel
+
+    import comfy.model_detection as detection
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**config)
+    ldm = comfy.pack("models.diffusers_unet").diffusers_to_ldm(unet.state_dict(), "unet")
+    assert type(detection.model_config_from_unet(ldm, "")).__name__ == expected

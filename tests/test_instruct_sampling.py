@@ -348,3 +348,15 @@ def test_controlnet_lora_and_the_three_nodes_in_one_graph(comfy, tiny, log_captu
     assert not [m for m in log_capture.messages() if "lora key not loaded" in m]
     assert len(result.output("lora").patches) == 3
     assert tuple(result.output("dec").shape) == (1, 64, 64, 3)
+
+
+def test_area_mask_and_gligen_of_the_negative_reach_both_of_its_branches(comfy, loaded, conds):
+    neg = [[t, {**d, "area": (4, 4, 0, 0), "mask": torch.ones(1, 8, 8), "gligen": ("position", None, [])}]
+           for t, d in conds["neg"]]
+    guider = comfy.pack("samplers.guider").InstructDualCFGGuider(loaded.model, comfy.pack("samplers.dual_cfg").ScaleSchedule(7.5, 1.5))
+    guider.set_conds(conds["pos"], neg)
+    for key in ("image_only", "negative"):
+        (entry,) = guider.original_conds[key]
+        assert entry["area"] == (4, 4, 0, 0) and entry["gligen"][0] == "position" and entry["mask"].shape == (1, 8, 8)
+    assert "concat_latent_image" in guider.original_conds["image_only"][0]
+    assert "concat_latent_image" not in guider.original_conds["negative"][0]
