@@ -87,8 +87,9 @@ def main() -> None:
     noise = torch.randn(1, 4, side, side, generator=g)
     pos = [[text, {"concat_latent_image": image}]]
     neg = [[negative, {"concat_latent_image": image}]]
-    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                   timestep_spacing="leading", steps_offset=1)
+    sched = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1
+    )
     sched.set_timesteps(opts.steps)
     sigmas = sched.sigmas.float()
     sampler = comfy.samplers.sampler_object("euler")
@@ -104,18 +105,34 @@ def main() -> None:
         guider.set_cfg(7.5, 1.5)
         guider.sample(noise.clone(), torch.zeros_like(noise), sampler, sigmas.clone(), disable_pbar=True, seed=0)
 
-    vae = AutoencoderKL(block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1)
-    pipe = StableDiffusionInstructPix2PixPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet.to(device, dtype),
-                                                  scheduler=sched, safety_checker=None, feature_extractor=None,
-                                                  requires_safety_checker=False)
+    vae = AutoencoderKL(
+        block_out_channels=(32,) * 4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+    )
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=vae,
+        text_encoder=None,
+        tokenizer=None,
+        unet=unet.to(device, dtype),
+        scheduler=sched,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
 
     def reference():
         with torch.no_grad():
-            pipe(prompt_embeds=text.to(device, dtype), negative_prompt_embeds=negative.to(device, dtype),
-                 image=image.to(device, dtype), num_inference_steps=opts.steps, output_type="latent",
-                 latents=noise.to(device, dtype))
+            pipe(
+                prompt_embeds=text.to(device, dtype),
+                negative_prompt_embeds=negative.to(device, dtype),
+                image=image.to(device, dtype),
+                num_inference_steps=opts.steps,
+                output_type="latent",
+                latents=noise.to(device, dtype),
+            )
 
     import comfy.model_management as mm
 
@@ -131,14 +148,20 @@ def main() -> None:
                 diffusion_model(x3, t3, context=ctx3)
 
     rows = []
-    for name, fn in (("raw batch-3 UNet call", raw_unet), ("core DualCFGGuider", core),
-                     ("InstructKSampler guider", instruct), ("diffusers IP2P pipeline", reference)):
+    for name, fn in (
+        ("raw batch-3 UNet call", raw_unet),
+        ("core DualCFGGuider", core),
+        ("InstructKSampler guider", instruct),
+        ("diffusers IP2P pipeline", reference),
+    ):
         seconds, peak = timed(fn, opts.device, opts.repeat)
         rows.append((name, seconds / opts.steps, peak))
     floor = rows[0][1]
     core_step = rows[1][1]
-    print(f"\n{opts.size} SD1.5-class UNet, {opts.res}x{opts.res}, {opts.steps} Euler steps, {opts.dtype}, {opts.device}"
-          f" ({torch.cuda.get_device_name() if opts.device == 'cuda' else 'CPU'}), best of {opts.repeat}")
+    print(
+        f"\n{opts.size} SD1.5-class UNet, {opts.res}x{opts.res}, {opts.steps} Euler steps, {opts.dtype}, {opts.device}"
+        f" ({torch.cuda.get_device_name() if opts.device == 'cuda' else 'CPU'}), best of {opts.repeat}"
+    )
     print(f"{'path':28s} {'s/step':>10s} {'x raw UNet':>11s} {'x core':>8s} {'peak MiB':>10s}")
     for name, per_step, peak in rows:
         print(f"{name:28s} {per_step:10.4f} {per_step / floor:11.2f} {per_step / core_step:8.2f} {peak:10.0f}")

@@ -80,12 +80,24 @@ def main() -> None:
     latent = {"samples": torch.zeros(1, 4, opts.res // 8, opts.res // 8)}
 
     def sample(m):
-        return lambda: sampler.execute(model=m, seed=0, steps=opts.steps, text_cfg=5.0, image_cfg=1.5, sampler_name="euler",
-                                       scheduler="normal", positive=pos, negative=neg, latent_image=latent, denoise=1.0)
+        return lambda: sampler.execute(
+            model=m,
+            seed=0,
+            steps=opts.steps,
+            text_cfg=5.0,
+            image_cfg=1.5,
+            sampler_name="euler",
+            scheduler="normal",
+            positive=pos,
+            negative=neg,
+            latent_image=latent,
+            denoise=1.0,
+        )
 
-    rows = [(name, best_of(sample(m), opts.device, opts.repeat) / opts.steps)
-            for name, m in (("model alone (2 passes)", model), ("adapter, simple (2 passes)", simple),
-                            ("adapter, 4-branch (4 passes)", four))]
+    rows = [
+        (name, best_of(sample(m), opts.device, opts.repeat) / opts.steps)
+        for name, m in (("model alone (2 passes)", model), ("adapter, simple (2 passes)", simple), ("adapter, 4-branch (4 passes)", four))
+    ]
     base = rows[0][1]
     print(f"\nSD1.5 (full size, random), {opts.res}x{opts.res}, {opts.dtype}, {opts.device}, CLIP vision: {opts.vision}")
     print(f"once per input (encodings + 4 projections): {encode_s:.4f} s")

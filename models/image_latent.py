@@ -47,14 +47,11 @@ def target_size(height: int, width: int, mode: SizeMode, node: str) -> tuple[int
         h = max(MULTIPLE, int(round(height / MULTIPLE)) * MULTIPLE)
         w = max(MULTIPLE, int(round(width / MULTIPLE)) * MULTIPLE)
     if h == 0 or w == 0:
-        raise InstructInputError(
-            f"{node}: the image is {width}x{height}; it must be at least {MULTIPLE}x{MULTIPLE} pixels."
-        )
+        raise InstructInputError(f"{node}: the image is {width}x{height}; it must be at least {MULTIPLE}x{MULTIPLE} pixels.")
     return h, w
 
 
-def fit_image(image: torch.Tensor, mode: SizeMode, node: str,
-              resize: Callable[[torch.Tensor, int, int], torch.Tensor]) -> torch.Tensor:
+def fit_image(image: torch.Tensor, mode: SizeMode, node: str, resize: Callable[[torch.Tensor, int, int], torch.Tensor]) -> torch.Tensor:
     """Make H and W multiples of 8: centre-crop the remainder (core's rule) or resize to the nearest.
 
     ``resize(nchw, width, height)`` does the interpolation (ComfyUI's ``common_upscale``).
@@ -65,12 +62,13 @@ def fit_image(image: torch.Tensor, mode: SizeMode, node: str,
         return image
     if mode is SizeMode.CROP:
         top, left = (height - h) // 2, (width - w) // 2
-        return image[:, top:top + h, left:left + w, :]
+        return image[:, top : top + h, left : left + w, :]
     return resize(image.movedim(-1, 1), w, h).movedim(1, -1).clamp(0.0, 1.0)
 
 
-def fit_mask(mask: torch.Tensor, image_hw: tuple[int, int], mode: SizeMode, node: str,
-             resize: Callable[[torch.Tensor, int, int], torch.Tensor]) -> torch.Tensor:
+def fit_mask(
+    mask: torch.Tensor, image_hw: tuple[int, int], mode: SizeMode, node: str, resize: Callable[[torch.Tensor, int, int], torch.Tensor]
+) -> torch.Tensor:
     """Apply the image's size rule to its MASK ([H,W] or [B,H,W], same size as the image)."""
     if mask.ndim == 2:
         mask = mask.unsqueeze(0)

@@ -118,7 +118,10 @@ def load_checkpoint_state_dict(sd, source, weights, prediction, weight_dtype, em
     _apply_prediction(sd, prediction, "")
     _require_instruct_family(sd, LDM_PREFIX, source)
     model, clip, vae, _ = comfy.sd.load_state_dict_guess_config(
-        sd, output_vae=True, output_clip=True, embedding_directory=embedding_directory,
+        sd,
+        output_vae=True,
+        output_clip=True,
+        embedding_directory=embedding_directory,
         model_options=_model_options(weight_dtype),
     )
     notes = ["EMA weights" if used_ema else "raw (non-EMA) weights"]
@@ -166,8 +169,13 @@ def load_diffusers_folder(path, prediction, weight_dtype, embedding_directory) -
     return loaded
 
 
-def load_instruct(path: str, weights: str = EmaMode.AUTO.value, prediction: str = Prediction.AUTO.value,
-                  weight_dtype: str = "default", embedding_directory: Any = None) -> LoadedInstruct:
+def load_instruct(
+    path: str,
+    weights: str = EmaMode.AUTO.value,
+    prediction: str = Prediction.AUTO.value,
+    weight_dtype: str = "default",
+    embedding_directory: Any = None,
+) -> LoadedInstruct:
     """Load whatever is at ``path`` as an instruct model; every refusal names the file and the fix."""
     prediction = Prediction(prediction)
     if os.path.isdir(path):

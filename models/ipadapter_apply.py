@@ -44,8 +44,7 @@ class LoadedAdapter:
         self.spec = module.spec
         dtype = mm.unet_dtype(supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
         module.to(dtype)
-        self.patcher = comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(),
-                                                        offload_device=mm.unet_offload_device())
+        self.patcher = comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
 
     @property
     def module(self) -> IPAdapterInstruct:
@@ -86,8 +85,9 @@ def zero_image_hidden(clip_vision: Any) -> torch.Tensor:
     return hidden.to(mm.intermediate_device())
 
 
-def project_token_sets(adapter: LoadedAdapter, clip: Any, clip_vision: Any, image: torch.Tensor, query: str,
-                       prompt: str, negative_prompt: str) -> dict[str, torch.Tensor]:
+def project_token_sets(
+    adapter: LoadedAdapter, clip: Any, clip_vision: Any, image: torch.Tensor, query: str, prompt: str, negative_prompt: str
+) -> dict[str, torch.Tensor]:
     """The four token sets of the reference, each [1, 16·images, C]. Runs once per apply."""
     base = adapter.spec.base
     enc = {text: clip_l_last_hidden(clip, text) for text in {query, "", EVERYTHING_INSTRUCTION, prompt, negative_prompt}}
@@ -146,8 +146,16 @@ def check_layout(model: Any, keys: dict) -> None:
             )
 
 
-def apply(model: Any, adapter: LoadedAdapter, token_sets: dict[str, torch.Tensor], weight: float, start_at: float,
-          end_at: float, mask: Optional[torch.Tensor], guidance: IPGuidance) -> Any:
+def apply(
+    model: Any,
+    adapter: LoadedAdapter,
+    token_sets: dict[str, torch.Tensor],
+    weight: float,
+    start_at: float,
+    end_at: float,
+    mask: Optional[torch.Tensor],
+    guidance: IPGuidance,
+) -> Any:
     """A clone of ``model`` with every cross-attention layer patched; the input model is untouched."""
     check_base(model, adapter)
     keys = layer_keys(adapter.spec.base)
@@ -161,8 +169,7 @@ def apply(model: Any, adapter: LoadedAdapter, token_sets: dict[str, torch.Tensor
     existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
     for n, key in keys.items():
         previous = existing.get(key) or existing.get(key[:2])
-        patch = IPInstructAttention(adapter.patcher, n, tokens, weight, sigma_start, sigma_end, mask, previous,
-                                    guidance.four_branch)
+        patch = IPInstructAttention(adapter.patcher, n, tokens, weight, sigma_start, sigma_end, mask, previous, guidance.four_branch)
         patched.set_model_attn2_replace(patch, key[0], key[1], key[2])
     patched.set_attachments(IP_GUIDANCE_ATTACHMENT, guidance)
     return patched

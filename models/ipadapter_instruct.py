@@ -53,7 +53,7 @@ class PerceiverAttention(nn.Module):
         latents = self.norm2(latents)
         q = self._split(self.to_q(latents))
         k, v = (self._split(t) for t in self.to_kv(torch.cat([context, latents], dim=-2)).chunk(2, dim=-1))
-        scale = self.dim_head ** -0.25  # 1/√d split over q and k, as trained (fp16-safe)
+        scale = self.dim_head**-0.25  # 1/√d split over q and k, as trained (fp16-safe)
         weights = (q * scale) @ (k * scale).transpose(-2, -1)
         weights = torch.softmax(weights.float(), dim=-1).to(weights.dtype)
         out = (weights @ v).transpose(1, 2).reshape(latents.shape[0], latents.shape[1], -1)
@@ -127,12 +127,37 @@ SDXL_LAYERS = [640] * 4 + [1280] * 20 + [1280] * 30 + [640] * 6 + [1280] * 10
 BASES = {768: ("SD1.5", SD15_LAYERS), 2048: ("SDXL", SDXL_LAYERS)}
 
 #: ComfyUI attention blocks holding cross-attention, in the reference's key order: (block, id, transformers).
-SD15_BLOCKS = [("input", 1, 1), ("input", 2, 1), ("input", 4, 1), ("input", 5, 1), ("input", 7, 1), ("input", 8, 1),
-               ("output", 3, 1), ("output", 4, 1), ("output", 5, 1), ("output", 6, 1), ("output", 7, 1),
-               ("output", 8, 1), ("output", 9, 1), ("output", 10, 1), ("output", 11, 1), ("middle", 0, 1)]
-SDXL_BLOCKS = [("input", 4, 2), ("input", 5, 2), ("input", 7, 10), ("input", 8, 10), ("output", 0, 10),
-               ("output", 1, 10), ("output", 2, 10), ("output", 3, 2), ("output", 4, 2), ("output", 5, 2),
-               ("middle", 0, 10)]
+SD15_BLOCKS = [
+    ("input", 1, 1),
+    ("input", 2, 1),
+    ("input", 4, 1),
+    ("input", 5, 1),
+    ("input", 7, 1),
+    ("input", 8, 1),
+    ("output", 3, 1),
+    ("output", 4, 1),
+    ("output", 5, 1),
+    ("output", 6, 1),
+    ("output", 7, 1),
+    ("output", 8, 1),
+    ("output", 9, 1),
+    ("output", 10, 1),
+    ("output", 11, 1),
+    ("middle", 0, 1),
+]
+SDXL_BLOCKS = [
+    ("input", 4, 2),
+    ("input", 5, 2),
+    ("input", 7, 10),
+    ("input", 8, 10),
+    ("output", 0, 10),
+    ("output", 1, 10),
+    ("output", 2, 10),
+    ("output", 3, 2),
+    ("output", 4, 2),
+    ("output", 5, 2),
+    ("middle", 0, 10),
+]
 
 
 def layer_keys(base: str) -> dict[int, tuple[str, int, int]]:
@@ -165,9 +190,7 @@ def detect(image_proj: Mapping[str, torch.Tensor], ip_layers: Mapping[str, torch
             "(cubiq/ComfyUI_IPAdapter_plus). For faces with this pack, use ip-adapter-instruct with the 'face' task."
         )
     if "proj_out_big.weight" in image_proj:
-        raise InstructModelError(
-            f"'{source}' is the SD3 IP-Adapter-Instruct model; only the SD1.5 and SDXL adapters are supported."
-        )
+        raise InstructModelError(f"'{source}' is the SD3 IP-Adapter-Instruct model; only the SD1.5 and SDXL adapters are supported.")
     if "latents" not in image_proj:
         raise InstructModelError(
             f"'{source}' is a plain IP-Adapter (no resampler), not IP-Adapter-Instruct: load it with the IPAdapter Plus "
@@ -185,9 +208,13 @@ def detect(image_proj: Mapping[str, torch.Tensor], ip_layers: Mapping[str, torch
         raise InstructModelError(f"'{source}' projects to {output_dim}-d tokens; expected 768 (SD1.5) or 2048 (SDXL).")
     base, widths = BASES[output_dim]
     cfg = ResamplerConfig(
-        dim=dim, depth=_count(image_proj, r"layers\.(\d+)\."), num_queries=int(latents.shape[1]),
-        image_dim=int(image_proj["proj_in.weight"].shape[1]), text_dim=int(image_proj["proj_new_input.weight"].shape[1]),
-        output_dim=output_dim, ff_mult=int(image_proj["layers.0.1.1.weight"].shape[0]) // dim,
+        dim=dim,
+        depth=_count(image_proj, r"layers\.(\d+)\."),
+        num_queries=int(latents.shape[1]),
+        image_dim=int(image_proj["proj_in.weight"].shape[1]),
+        text_dim=int(image_proj["proj_new_input.weight"].shape[1]),
+        output_dim=output_dim,
+        ff_mult=int(image_proj["layers.0.1.1.weight"].shape[0]) // dim,
         ff_mult_secondary=int(image_proj["prompt_layers.0.1.1.weight"].shape[0]) // dim,
     )
     return AdapterSpec(base, cfg, {2 * i + 1: w for i, w in enumerate(widths)})
@@ -247,12 +274,10 @@ def split_groups(sd: Mapping, source: str) -> tuple[dict, dict]:
     """The two groups from a ``.bin`` (nested dicts) or a ``.safetensors`` (flat prefixes)."""
     if "image_proj" in sd and isinstance(sd["image_proj"], Mapping):
         return dict(sd["image_proj"]), dict(sd.get("ip_adapter", {}))
-    image_proj = {k[len("image_proj."):]: v for k, v in sd.items() if k.startswith("image_proj.")}
-    ip_layers = {k[len("ip_adapter."):]: v for k, v in sd.items() if k.startswith("ip_adapter.")}
+    image_proj = {k[len("image_proj.") :]: v for k, v in sd.items() if k.startswith("image_proj.")}
+    ip_layers = {k[len("ip_adapter.") :]: v for k, v in sd.items() if k.startswith("ip_adapter.")}
     if not image_proj and not ip_layers:
-        raise InstructModelError(
-            f"'{source}' has neither 'image_proj' nor 'ip_adapter' weights; it is not an IP-Adapter file."
-        )
+        raise InstructModelError(f"'{source}' has neither 'image_proj' nor 'ip_adapter' weights; it is not an IP-Adapter file.")
     return image_proj, ip_layers
 
 

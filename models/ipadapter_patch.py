@@ -40,8 +40,18 @@ class TokenSets:
 class IPInstructAttention:
     """attn2 replace patch for one layer (reference key ``n``)."""
 
-    def __init__(self, adapter: Any, layer: int, tokens: TokenSets, weight: float, sigma_start: float,
-                 sigma_end: float, mask: Optional[torch.Tensor], previous: Optional[Callable], four_branch: bool) -> None:
+    def __init__(
+        self,
+        adapter: Any,
+        layer: int,
+        tokens: TokenSets,
+        weight: float,
+        sigma_start: float,
+        sigma_end: float,
+        mask: Optional[torch.Tensor],
+        previous: Optional[Callable],
+        four_branch: bool,
+    ) -> None:
         self.adapter = adapter  # the adapter's ModelPatcher (ComfyUI loads/offloads it with the UNet)
         self.layer = layer
         self.tokens = tokens
@@ -71,8 +81,10 @@ class IPInstructAttention:
         indices = extra_options.get("cond_or_uncond", [0])
         if sets is None:
             if self.four_branch and not self.tokens.warned:
-                log.warning("IPAdapter-Instruct: this instruction uses the 4-branch guidance; sample with Instruct "
-                            "KSampler / Instruct Guider for it (a core sampler gives the simple 2-pass mode).")
+                log.warning(
+                    "IPAdapter-Instruct: this instruction uses the 4-branch guidance; sample with Instruct "
+                    "KSampler / Instruct Guider for it (a core sampler gives the simple 2-pass mode)."
+                )
                 self.tokens.warned = True
             sets = CORE_TOKEN_SETS
         return [sets[i] if i < len(sets) else "uncond" for i in indices]
@@ -106,8 +118,9 @@ class IPInstructAttention:
         if self.previous is not None:
             out = self.previous(q, k, v, extra_options)
         else:
-            out = attention.optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"),
-                                                transformer_options=extra_options)
+            out = attention.optimized_attention(
+                q, k, v, heads, attn_precision=extra_options.get("attn_precision"), transformer_options=extra_options
+            )
         if self.weight == 0.0 or not self._active(extra_options):
             return out
         names = self._names(extra_options)

@@ -84,7 +84,7 @@ def require_instruct_channels(channels: int, source: str) -> None:
 
 def ema_key(key: str) -> str:
     """The name the original (Lightning/ldm) EMA buffer of ``key`` has: dots removed after 'model.'."""
-    return EMA_PREFIX + key[len("model."):].replace(".", "")
+    return EMA_PREFIX + key[len("model.") :].replace(".", "")
 
 
 def has_full_ema(sd: Mapping[str, torch.Tensor]) -> bool:
@@ -102,8 +102,7 @@ def select_weights(sd: dict[str, torch.Tensor], mode: EmaMode, source: str) -> t
     ema_available = has_full_ema(sd)
     if mode is EmaMode.EMA and not ema_available:
         raise InstructModelError(
-            f"'{source}' carries no EMA copy of its UNet weights; set 'weights' to "
-            f"'{EmaMode.AUTO.value}' or '{EmaMode.NON_EMA.value}'."
+            f"'{source}' carries no EMA copy of its UNet weights; set 'weights' to '{EmaMode.AUTO.value}' or '{EmaMode.NON_EMA.value}'."
         )
     use_ema = ema_available and mode is not EmaMode.NON_EMA
     out: dict[str, torch.Tensor] = {}

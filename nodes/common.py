@@ -28,19 +28,30 @@ def guidance_inputs() -> list[io.Input]:
 
 def advanced_guidance_inputs() -> list[io.Input]:
     """Optional widgets: rescale and per-scale step windows (outside its window a scale is 1.0)."""
+
     def window(name: str, edge: str, default: float) -> io.Input:
         if edge == "start":
             what = f"Fraction of the sampling (0 = first step) at which {name} guidance switches on."
         else:
             what = f"Fraction of the sampling (1 = last step) after which {name} guidance switches off."
         return io.Float.Input(
-            f"{name}_{edge}", default=default, min=0.0, max=1.0, step=0.01, optional=True,
+            f"{name}_{edge}",
+            default=default,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            optional=True,
             tooltip=what + " Outside its window the scale is 1.0 and the UNet pass it needs is skipped.",
         )
 
     return [
         io.Float.Input(
-            "guidance_rescale", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
+            "guidance_rescale",
+            default=0.0,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            optional=True,
             tooltip="diffusers-style guidance rescale (0 = off, 0.7 typical): rescales the guided prediction to "
             "the statistics of the text branch to avoid over-exposure at high text_cfg.",
         ),
@@ -51,6 +62,12 @@ def advanced_guidance_inputs() -> list[io.Input]:
     ]
 
 
-def schedule_from(text_cfg: float, image_cfg: float, text_cfg_start: float = 0.0, text_cfg_end: float = 1.0,
-                  image_cfg_start: float = 0.0, image_cfg_end: float = 1.0) -> ScaleSchedule:
+def schedule_from(
+    text_cfg: float,
+    image_cfg: float,
+    text_cfg_start: float = 0.0,
+    text_cfg_end: float = 1.0,
+    image_cfg_start: float = 0.0,
+    image_cfg_end: float = 1.0,
+) -> ScaleSchedule:
     return ScaleSchedule(text_cfg, image_cfg, text_cfg_start, text_cfg_end, image_cfg_start, image_cfg_end)

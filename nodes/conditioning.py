@@ -51,32 +51,53 @@ class InstructImageConditioning(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="The instruction, e.g. 'make it winter' (CLIP Text Encode)."),
                 io.Conditioning.Input("negative", tooltip="Negative text; an empty prompt reproduces the original InstructPix2Pix."),
                 io.Vae.Input("vae", optional=True, tooltip="The model's VAE. Not needed when 'image_latent' is connected."),
-                io.Image.Input("image", optional=True,
-                               tooltip="The image to edit. Grey and RGBA images are accepted (alpha is dropped). "
-                               "A batch edits several images at once."),
-                io.Combo.Input("size_mode", options=[m.value for m in SizeMode], default=SizeMode.CROP.value,
-                               tooltip="Sides that are not multiples of 8: crop the remainder at the centre (like core), "
-                               "or resize to the nearest multiple of 8 (keeps the whole picture, slight stretch)."),
-                io.Combo.Input("latent_output", options=[m.value for m in LatentMode], default=LatentMode.EMPTY.value,
-                               tooltip="Latent to sample from: empty for denoise 1.0 (the usual edit), or the encoded "
-                               "image for denoise < 1 (stays closer to the input)."),
-                io.Mask.Input("mask", optional=True,
-                              tooltip="Optional region to edit (same size as the image). Outside it the input is kept: "
-                              "the latent output becomes the encoded image with this noise mask."),
-                io.Latent.Input("image_latent", optional=True,
-                                tooltip="Optional pre-encoded latent of the image (VAE Encode output); used instead of "
-                                "encoding 'image', so one encoding can feed several conditioners."),
+                io.Image.Input(
+                    "image",
+                    optional=True,
+                    tooltip="The image to edit. Grey and RGBA images are accepted (alpha is dropped). "
+                    "A batch edits several images at once.",
+                ),
+                io.Combo.Input(
+                    "size_mode",
+                    options=[m.value for m in SizeMode],
+                    default=SizeMode.CROP.value,
+                    tooltip="Sides that are not multiples of 8: crop the remainder at the centre (like core), "
+                    "or resize to the nearest multiple of 8 (keeps the whole picture, slight stretch).",
+                ),
+                io.Combo.Input(
+                    "latent_output",
+                    options=[m.value for m in LatentMode],
+                    default=LatentMode.EMPTY.value,
+                    tooltip="Latent to sample from: empty for denoise 1.0 (the usual edit), or the encoded "
+                    "image for denoise < 1 (stays closer to the input).",
+                ),
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="Optional region to edit (same size as the image). Outside it the input is kept: "
+                    "the latent output becomes the encoded image with this noise mask.",
+                ),
+                io.Latent.Input(
+                    "image_latent",
+                    optional=True,
+                    tooltip="Optional pre-encoded latent of the image (VAE Encode output); used instead of "
+                    "encoding 'image', so one encoding can feed several conditioners.",
+                ),
             ],
             outputs=[
                 io.Conditioning.Output(display_name="positive", tooltip="Positive with the image latent attached."),
-                io.Conditioning.Output(display_name="negative", tooltip="Negative with the image latent attached (the sampler derives the unconditional branch from it)."),
+                io.Conditioning.Output(
+                    display_name="negative",
+                    tooltip="Negative with the image latent attached (the sampler derives the unconditional branch from it).",
+                ),
                 io.Latent.Output(display_name="latent", tooltip="Latent to sample (size of the prepared image)."),
             ],
         )
 
     @classmethod
-    def execute(cls, positive, negative, size_mode, latent_output, vae=None, image=None, mask=None,
-                image_latent: Optional[dict] = None) -> io.NodeOutput:
+    def execute(
+        cls, positive, negative, size_mode, latent_output, vae=None, image=None, mask=None, image_latent: Optional[dict] = None
+    ) -> io.NodeOutput:
         mode = SizeMode(size_mode)
         if image_latent is not None:
             latent = image_latent["samples"]

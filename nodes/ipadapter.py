@@ -32,10 +32,14 @@ class IPAdapterInstructLoader(io.ComfyNode):
             description="Loads ip-adapter-instruct-sd15.bin / -sdxl.bin (or a .safetensors with image_proj./ip_adapter. "
             "prefixes) from models/ipadapter. Every expected weight must be present and nothing else; plain IP-Adapter, "
             "Plus and FaceID files are refused with a pointer to the right pack.",
-            inputs=[io.Combo.Input("ipadapter_file", options=folder_paths.get_filename_list(IPADAPTER_FOLDER),
-                                   tooltip="The IP-Adapter-Instruct weights in models/ipadapter.")],
-            outputs=[IPAdapterInstructType.Output(display_name="IPADAPTER_INSTRUCT",
-                                                  tooltip="The adapter, for IPAdapter-Instruct Apply.")],
+            inputs=[
+                io.Combo.Input(
+                    "ipadapter_file",
+                    options=folder_paths.get_filename_list(IPADAPTER_FOLDER),
+                    tooltip="The IP-Adapter-Instruct weights in models/ipadapter.",
+                )
+            ],
+            outputs=[IPAdapterInstructType.Output(display_name="IPADAPTER_INSTRUCT", tooltip="The adapter, for IPAdapter-Instruct Apply.")],
         )
 
     @classmethod
@@ -59,39 +63,102 @@ class IPAdapterInstructApply(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="SD1.5 or SDXL model (an instruct IP2P model works too)."),
                 IPAdapterInstructType.Input("ipadapter", tooltip="From IPAdapter-Instruct Loader."),
-                io.ClipVision.Input("clip_vision", tooltip="CLIP-ViT-H-14 (laion2B-s32B-b79K) image encoder, as the adapter was trained with."),
+                io.ClipVision.Input(
+                    "clip_vision", tooltip="CLIP-ViT-H-14 (laion2B-s32B-b79K) image encoder, as the adapter was trained with."
+                ),
                 io.Clip.Input("clip", tooltip="The base model's CLIP; the instruction and prompts are encoded with its CLIP-L."),
                 io.Image.Input("image", tooltip="Reference image. Several images: their tokens are used side by side."),
-                io.Combo.Input("task", options=[*TASKS, CUSTOM_TASK], default="style",
-                               tooltip="What to take from the image: everything / style / composition / object / face, or "
-                               "'custom' to write the instruction yourself."),
-                io.String.Input("instruction", default="", tooltip="Used when task is 'custom', e.g. 'use the pose' or 'extract the bird'."),
-                io.String.Input("prompt", default="best quality, high quality", multiline=True,
-                                tooltip="The text prompt of this generation (the same text as your positive CLIP Text Encode): "
-                                "the adapter's tokens depend on it."),
-                io.String.Input("negative_prompt", default="monochrome, lowres, bad anatomy, worst quality, low quality", multiline=True,
-                                tooltip="The negative prompt of this generation (SD1.5 adapters use it for the unconditional tokens)."),
-                io.Float.Input("weight", default=0.8, min=-1.0, max=3.0, step=0.05,
-                               tooltip="Strength of the adapter in every layer and branch. The reference advises 0.6–0.8."),
-                io.Float.Input("start_at", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Fraction of sampling where the adapter starts."),
+                io.Combo.Input(
+                    "task",
+                    options=[*TASKS, CUSTOM_TASK],
+                    default="style",
+                    tooltip="What to take from the image: everything / style / composition / object / face, or "
+                    "'custom' to write the instruction yourself.",
+                ),
+                io.String.Input(
+                    "instruction", default="", tooltip="Used when task is 'custom', e.g. 'use the pose' or 'extract the bird'."
+                ),
+                io.String.Input(
+                    "prompt",
+                    default="best quality, high quality",
+                    multiline=True,
+                    tooltip="The text prompt of this generation (the same text as your positive CLIP Text Encode): "
+                    "the adapter's tokens depend on it.",
+                ),
+                io.String.Input(
+                    "negative_prompt",
+                    default="monochrome, lowres, bad anatomy, worst quality, low quality",
+                    multiline=True,
+                    tooltip="The negative prompt of this generation (SD1.5 adapters use it for the unconditional tokens).",
+                ),
+                io.Float.Input(
+                    "weight",
+                    default=0.8,
+                    min=-1.0,
+                    max=3.0,
+                    step=0.05,
+                    tooltip="Strength of the adapter in every layer and branch. The reference advises 0.6–0.8.",
+                ),
+                io.Float.Input(
+                    "start_at", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Fraction of sampling where the adapter starts."
+                ),
                 io.Float.Input("end_at", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Fraction of sampling where the adapter stops."),
-                io.Combo.Input("guidance", options=list(GUIDANCE_MODES), default=GUIDANCE_MODES[0],
-                               tooltip="auto: plain CFG when the instruction mentions style/colour/everything/face, else the "
-                               "4-branch guidance (as the reference decides)."),
-                io.Float.Input("instruct_cfg", default=6.0, min=0.0, max=30.0, step=0.1,
-                               tooltip="4-branch mode: guidance of the instruction (full vs 'everything' branch). Reference default 6 (SDXL 5)."),
-                io.Float.Input("image_cfg", default=1.0, min=0.0, max=30.0, step=0.1,
-                               tooltip="4-branch mode: guidance of the image (image-only vs unconditional branch). Reference default 1."),
-                io.Boolean.Input("auto_scale", default=True,
-                                 tooltip="As the SD1.5 reference: lower the weight by 0.2 when the instruction mentions composition or pose."),
-                io.Mask.Input("attn_mask", optional=True, tooltip="Optional: where in the output the adapter acts (white = full strength)."),
+                io.Combo.Input(
+                    "guidance",
+                    options=list(GUIDANCE_MODES),
+                    default=GUIDANCE_MODES[0],
+                    tooltip="auto: plain CFG when the instruction mentions style/colour/everything/face, else the "
+                    "4-branch guidance (as the reference decides).",
+                ),
+                io.Float.Input(
+                    "instruct_cfg",
+                    default=6.0,
+                    min=0.0,
+                    max=30.0,
+                    step=0.1,
+                    tooltip="4-branch mode: guidance of the instruction (full vs 'everything' branch). Reference default 6 (SDXL 5).",
+                ),
+                io.Float.Input(
+                    "image_cfg",
+                    default=1.0,
+                    min=0.0,
+                    max=30.0,
+                    step=0.1,
+                    tooltip="4-branch mode: guidance of the image (image-only vs unconditional branch). Reference default 1.",
+                ),
+                io.Boolean.Input(
+                    "auto_scale",
+                    default=True,
+                    tooltip="As the SD1.5 reference: lower the weight by 0.2 when the instruction mentions composition or pose.",
+                ),
+                io.Mask.Input(
+                    "attn_mask", optional=True, tooltip="Optional: where in the output the adapter acts (white = full strength)."
+                ),
             ],
             outputs=[io.Model.Output(display_name="MODEL", tooltip="The patched clone of the model.")],
         )
 
     @classmethod
-    def execute(cls, model, ipadapter, clip_vision, clip, image, task, instruction, prompt, negative_prompt, weight,
-                start_at, end_at, guidance, instruct_cfg, image_cfg, auto_scale, attn_mask=None) -> io.NodeOutput:
+    def execute(
+        cls,
+        model,
+        ipadapter,
+        clip_vision,
+        clip,
+        image,
+        task,
+        instruction,
+        prompt,
+        negative_prompt,
+        weight,
+        start_at,
+        end_at,
+        guidance,
+        instruct_cfg,
+        image_cfg,
+        auto_scale,
+        attn_mask=None,
+    ) -> io.NodeOutput:
         query = query_for(task, instruction)
         if guidance == GUIDANCE_MODES[0]:
             four_branch = reference_wants_four_branch(query)

@@ -31,29 +31,38 @@ class InstructUNetLoader(io.ComfyNode):
             ),
             inputs=[
                 io.Combo.Input(
-                    "model_name", options=list_instruct_sources(),
+                    "model_name",
+                    options=list_instruct_sources(),
                     tooltip="An instruct model from models/checkpoints, models/diffusion_models (files) or "
                     "models/diffusers (folders). 4-channel and inpainting models are refused with a message.",
                 ),
                 io.Combo.Input(
-                    "weights", options=[m.value for m in EmaMode], default=EmaMode.AUTO.value,
+                    "weights",
+                    options=[m.value for m in EmaMode],
+                    default=EmaMode.AUTO.value,
                     tooltip="Which UNet weights of an ldm checkpoint that carries both: the EMA copy (what the "
                     "original InstructPix2Pix samples with) or the raw training weights. Ignored for files without EMA.",
                 ),
                 io.Combo.Input(
-                    "prediction", options=[p.value for p in Prediction], default=Prediction.AUTO.value,
+                    "prediction",
+                    options=[p.value for p in Prediction],
+                    default=Prediction.AUTO.value,
                     tooltip="auto reads it from the file (CosXL Edit carries EDM v-prediction markers). Force "
                     "'v-prediction EDM (CosXL Edit)' for a CosXL Edit UNet saved without them; this also "
                     "scales its image latent by the SDXL factor, as CosXL Edit expects.",
                 ),
                 io.Combo.Input(
-                    "weight_dtype", options=list(WEIGHT_DTYPES), default="default",
+                    "weight_dtype",
+                    options=list(WEIGHT_DTYPES),
+                    default="default",
                     tooltip="Storage dtype of the UNet weights; 'default' lets ComfyUI choose for your device.",
                 ),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="The instruct UNet, ready for Instruct KSampler / Instruct Guider."),
-                io.Clip.Output(display_name="CLIP", tooltip="The text encoder from the same file or folder; None for a bare UNet (use Load CLIP)."),
+                io.Clip.Output(
+                    display_name="CLIP", tooltip="The text encoder from the same file or folder; None for a bare UNet (use Load CLIP)."
+                ),
                 io.Vae.Output(display_name="VAE", tooltip="The VAE from the same file or folder; None for a bare UNet (use Load VAE)."),
             ],
         )
@@ -62,7 +71,10 @@ class InstructUNetLoader(io.ComfyNode):
     def execute(cls, model_name: str, weights: str, prediction: str, weight_dtype: str) -> io.NodeOutput:
         path = resolve_source(model_name)
         loaded = load_instruct(
-            path, weights=weights, prediction=prediction, weight_dtype=weight_dtype,
+            path,
+            weights=weights,
+            prediction=prediction,
+            weight_dtype=weight_dtype,
             embedding_directory=folder_paths.get_folder_paths("embeddings"),
         )
         missing = [name for name, obj in (("CLIP", loaded.clip), ("VAE", loaded.vae)) if obj is None]

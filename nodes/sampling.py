@@ -33,42 +33,96 @@ class InstructKSampler(io.ComfyNode):
             node_id="InstructKSampler",
             display_name="Instruct KSampler (dual CFG)",
             category=f"{CATEGORY}/sampling",
-            description="KSampler for instruction editing with separate text and image guidance, exact to "
-            "InstructPix2Pix." + _BRANCHES_DOC,
+            description="KSampler for instruction editing with separate text and image guidance, exact to InstructPix2Pix." + _BRANCHES_DOC,
             inputs=[
                 io.Model.Input("model", tooltip="An instruct model (Instruct UNet Loader), optionally patched by LoRA, FreeU, etc."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the initial noise (same noise as core KSampler for the same seed)."),
-                io.Int.Input("steps", default=20, min=1, max=10000,
-                             tooltip="Sampling steps (the original InstructPix2Pix used 100; 20–30 is usually enough)."),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
+                    tooltip="Seed of the initial noise (same noise as core KSampler for the same seed).",
+                ),
+                io.Int.Input(
+                    "steps",
+                    default=20,
+                    min=1,
+                    max=10000,
+                    tooltip="Sampling steps (the original InstructPix2Pix used 100; 20–30 is usually enough).",
+                ),
                 *guidance_inputs(),
-                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler_ancestral",
-                               tooltip="Sampling algorithm; the original InstructPix2Pix used euler_ancestral."),
-                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
-                               tooltip="Noise schedule."),
-                io.Conditioning.Input("positive", tooltip="Instruction conditioning carrying the input image (from Instruct Image Conditioning)."),
-                io.Conditioning.Input("negative", tooltip="Negative / empty-text conditioning (from Instruct Image Conditioning, or raw: the image latent is added for the image-only branch)."),
-                io.Latent.Input("latent_image", tooltip="Starting latent: the conditioner's latent output (empty, or the encoded image for denoise < 1)."),
-                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="1.0 edits from pure noise; lower values start from latent_image (SDEdit-style)."),
+                io.Combo.Input(
+                    "sampler_name",
+                    options=comfy.samplers.KSampler.SAMPLERS,
+                    default="euler_ancestral",
+                    tooltip="Sampling algorithm; the original InstructPix2Pix used euler_ancestral.",
+                ),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal", tooltip="Noise schedule."),
+                io.Conditioning.Input(
+                    "positive", tooltip="Instruction conditioning carrying the input image (from Instruct Image Conditioning)."
+                ),
+                io.Conditioning.Input(
+                    "negative",
+                    tooltip="Negative / empty-text conditioning (from Instruct Image Conditioning, or raw: the image "
+                    "latent is added for the image-only branch).",
+                ),
+                io.Latent.Input(
+                    "latent_image",
+                    tooltip="Starting latent: the conditioner's latent output (empty, or the encoded image for denoise < 1).",
+                ),
+                io.Float.Input(
+                    "denoise",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="1.0 edits from pure noise; lower values start from latent_image (SDEdit-style).",
+                ),
                 *advanced_guidance_inputs(),
             ],
             outputs=[io.Latent.Output(display_name="LATENT", tooltip="The edited latent; decode it with the VAE.")],
         )
 
     @classmethod
-    def execute(cls, model, seed, steps, text_cfg, image_cfg, sampler_name, scheduler, positive, negative,
-                latent_image, denoise, guidance_rescale=0.0, **windows) -> io.NodeOutput:
+    def execute(
+        cls,
+        model,
+        seed,
+        steps,
+        text_cfg,
+        image_cfg,
+        sampler_name,
+        scheduler,
+        positive,
+        negative,
+        latent_image,
+        denoise,
+        guidance_rescale=0.0,
+        **windows,
+    ) -> io.NodeOutput:
         guider = make_guider(model, positive, negative, text_cfg, image_cfg, "InstructKSampler", guidance_rescale, **windows)
         samples = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         noise = comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
-        sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
-                                         scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
+        sigmas = comfy.samplers.KSampler(
+            model,
+            steps=steps,
+            device=model.load_device,
+            sampler=sampler_name,
+            scheduler=scheduler,
+            denoise=denoise,
+            model_options=model.model_options,
+        ).sigmas
         callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
         out = guider.sample(
-            noise, samples, comfy.samplers.sampler_object(sampler_name), sigmas,
-            denoise_mask=latent_image.get("noise_mask"), callback=callback,
-            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
+            noise,
+            samples,
+            comfy.samplers.sampler_object(sampler_name),
+            sigmas,
+            denoise_mask=latent_image.get("noise_mask"),
+            callback=callback,
+            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+            seed=seed,
         )
         result = latent_image.copy()
         result["samples"] = out.to(comfy.model_management.intermediate_device())
@@ -82,8 +136,7 @@ class InstructGuider(io.ComfyNode):
             node_id="InstructGuider",
             display_name="Instruct Guider (dual CFG)",
             category=f"{CATEGORY}/sampling",
-            description="GUIDER for SamplerCustomAdvanced with separate text and image guidance, exact to "
-            "InstructPix2Pix." + _BRANCHES_DOC,
+            description="GUIDER for SamplerCustomAdvanced with separate text and image guidance, exact to InstructPix2Pix." + _BRANCHES_DOC,
             inputs=[
                 io.Model.Input("model", tooltip="An instruct model (Instruct UNet Loader), optionally patched."),
                 io.Conditioning.Input("positive", tooltip="Instruction conditioning carrying the input image."),

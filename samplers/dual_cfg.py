@@ -61,7 +61,7 @@ class Chain:
         for k, v in enumerate(values):
             if v is None:
                 left = next((filled[j] for j in range(k - 1, -1, -1) if filled[j] is not None), None)
-                v = left if left is not None else next(x for x in values[k + 1:] if x is not None)
+                v = left if left is not None else next(x for x in values[k + 1 :] if x is not None)
             filled.append(v)
         out = filled[0]
         for k, scale in enumerate(self.scales):
@@ -99,9 +99,7 @@ def combine(preds: Mapping[str, Optional[torch.Tensor]], scales: "StepScales | C
     return chain.combine(preds)
 
 
-def equivalent_cfg_pair(
-    combined: torch.Tensor, reference: torch.Tensor, scales: "StepScales | Chain"
-) -> tuple[torch.Tensor, float]:
+def equivalent_cfg_pair(combined: torch.Tensor, reference: torch.Tensor, scales: "StepScales | Chain") -> tuple[torch.Tensor, float]:
     """Express a multi-branch result as one ordinary CFG pair ``(reference, uncond_eff, k)``.
 
     ComfyUI's ``sampler_cfg_function`` hooks (RescaleCFG and friends) expect one cond, one
@@ -120,9 +118,7 @@ def equivalent_cfg_pair(
     return uncond_eff.to(combined.dtype), k
 
 
-def rescale_guidance(
-    combined: torch.Tensor, text_branch: torch.Tensor, x: torch.Tensor, alpha: float, multiplier: float
-) -> torch.Tensor:
+def rescale_guidance(combined: torch.Tensor, text_branch: torch.Tensor, x: torch.Tensor, alpha: float, multiplier: float) -> torch.Tensor:
     """diffusers' ``guidance_rescale`` (Lin et al. 2023, §3.4), applied to denoised predictions.
 
     diffusers rescales the model-output-space guided prediction to the per-sample std of the text
@@ -160,9 +156,7 @@ class ScaleSchedule:
     def __post_init__(self) -> None:
         for name, start, end in (("text_cfg", self.text_start, self.text_end), ("image_cfg", self.image_start, self.image_end)):
             if not (0.0 <= start <= end <= 1.0):
-                raise ValueError(
-                    f"{name} window start={start} end={end} is invalid: need 0 <= start <= end <= 1"
-                )
+                raise ValueError(f"{name} window start={start} end={end} is invalid: need 0 <= start <= end <= 1")
 
     def at(self, sigma: float, percent_to_sigma) -> StepScales:
         """Scales in force at ``sigma`` (``percent_to_sigma`` maps 0..1 to σ, decreasing)."""

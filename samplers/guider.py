@@ -69,8 +69,9 @@ def _with_values(conditioning: list, set_values: dict, drop: tuple[str, ...] = (
     return out
 
 
-def build_branches(model_patcher: Any, positive: list, negative: list, node: str = "InstructKSampler",
-                   four_branch: bool = False) -> dict[str, list]:
+def build_branches(
+    model_patcher: Any, positive: list, negative: list, node: str = "InstructKSampler", four_branch: bool = False
+) -> dict[str, list]:
     """The conditioning of each branch, derived from the user's positive and negative.
 
     full = positive (text + image); image-only = negative with the image latent; unconditional =
@@ -189,7 +190,10 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         if model_options.get("disable_cfg1_optimization", False):
             needed = frozenset(self.branches)
         conds = [self.conds.get(_COND_KEYS[name]) if name in needed else None for name in self.branches]
-        options = {**model_options, "transformer_options": {**model_options.get("transformer_options", {}), TOKEN_SETS_KEY: self.token_sets}}
+        options = {
+            **model_options,
+            "transformer_options": {**model_options.get("transformer_options", {}), TOKEN_SETS_KEY: self.token_sets},
+        }
         out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, options)
         preds = {name: (out[k] if conds[k] is not None else None) for k, name in enumerate(self.branches)}
         combined = chain.combine(preds)
@@ -202,11 +206,28 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         if "sampler_cfg_function" in model_options or model_options.get("sampler_post_cfg_function"):
             uncond_eff, k = equivalent_cfg_pair(combined, reference, chain)
             return comfy.samplers.cfg_function(
-                self.inner_model, reference, uncond_eff, k, x, timestep, model_options=model_options,
-                cond=self.conds.get("positive"), uncond=self.conds.get("negative"),
+                self.inner_model,
+                reference,
+                uncond_eff,
+                k,
+                x,
+                timestep,
+                model_options=model_options,
+                cond=self.conds.get("positive"),
+                uncond=self.conds.get("negative"),
             )
         return combined
 
-    def sample(self, noise: torch.Tensor, latent_image: torch.Tensor, sampler: Any, sigmas: torch.Tensor, denoise_mask=None, callback=None, disable_pbar: bool = False, seed: Optional[int] = None) -> torch.Tensor:
+    def sample(
+        self,
+        noise: torch.Tensor,
+        latent_image: torch.Tensor,
+        sampler: Any,
+        sigmas: torch.Tensor,
+        denoise_mask=None,
+        callback=None,
+        disable_pbar: bool = False,
+        seed: Optional[int] = None,
+    ) -> torch.Tensor:
         _check_image_batch(self.original_conds, int(noise.shape[0]), self.node)
         return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)

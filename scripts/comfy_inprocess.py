@@ -58,8 +58,14 @@ class StubServer:
 class InProcessComfy:
     """ComfyUI core nodes + comfy_extras + this pack, executing API-format prompts without HTTP."""
 
-    def __init__(self, root: Path, work_dir: Optional[Path] = None, cpu: bool = True,
-                 model_dirs: Optional[dict[str, list[str]]] = None, use_default_folders: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        work_dir: Optional[Path] = None,
+        cpu: bool = True,
+        model_dirs: Optional[dict[str, list[str]]] = None,
+        use_default_folders: bool = True,
+    ) -> None:
         self.root = Path(root)
         if str(self.root) not in sys.path:
             sys.path.insert(0, str(self.root))
@@ -78,7 +84,7 @@ class InProcessComfy:
             folder_paths.set_temp_directory(str(Path(work_dir) / "temp"))
             folder_paths.set_user_directory(str(Path(work_dir) / "user"))
         if not use_default_folders:
-            for kind in (model_dirs or {}):
+            for kind in model_dirs or {}:
                 if kind in folder_paths.folder_names_and_paths:
                     folder_paths.folder_names_and_paths[kind] = ([], folder_paths.folder_names_and_paths[kind][1])
         for kind, dirs in (model_dirs or {}).items():
@@ -103,8 +109,7 @@ class InProcessComfy:
                     folder_paths.add_model_folder_path(kind, str(d), is_default=True)
 
     def core_folder_kinds(self) -> set:
-        return {"checkpoints", "diffusion_models", "vae", "text_encoders", "loras", "controlnet", "diffusers",
-                "clip_vision", "embeddings"}
+        return {"checkpoints", "diffusion_models", "vae", "text_encoders", "loras", "controlnet", "diffusers", "clip_vision", "embeddings"}
 
     def object_info(self, class_type: str) -> dict:
         """The ``/object_info`` entry of a node type (V3 and V1 nodes)."""
@@ -112,8 +117,11 @@ class InProcessComfy:
         if hasattr(cls, "GET_NODE_INFO_V1"):
             return cls.GET_NODE_INFO_V1()
         inputs = cls.INPUT_TYPES()
-        return {"input": {k: inputs.get(k, {}) for k in ("required", "optional")}, "output": list(cls.RETURN_TYPES),
-                "output_node": getattr(cls, "OUTPUT_NODE", False)}
+        return {
+            "input": {k: inputs.get(k, {}) for k in ("required", "optional")},
+            "output": list(cls.RETURN_TYPES),
+            "output_node": getattr(cls, "OUTPUT_NODE", False),
+        }
 
     def all_object_info(self) -> dict:
         return {name: self.object_info(name) for name in self.nodes.NODE_CLASS_MAPPINGS}
@@ -123,7 +131,6 @@ class InProcessComfy:
 
     def execute(self, prompt: dict, outputs: list, server: Optional[StubServer] = None) -> tuple[Any, StubServer]:
         server = server or StubServer()
-        executor = self.execution.PromptExecutor(server, cache_type=self.execution.CacheType.CLASSIC,
-                                                 cache_args={"lru": 0, "ram": 0})
+        executor = self.execution.PromptExecutor(server, cache_type=self.execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
         executor.execute(prompt, str(uuid.uuid4()), {"client_id": server.client_id}, outputs)
         return executor, server

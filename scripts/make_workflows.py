@@ -94,8 +94,11 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
     for node in graph.nodes:
         info = object_info[node.type]
         sockets = [(name, kind) for name, kind, _o, _opt in wf.input_specs(info) if not wf.is_widget(kind)]
-        sockets += [(name, "COMBO" if isinstance(kind, list) else kind) for name, kind, _o, _opt in wf.input_specs(info)
-                    if wf.is_widget(kind) and isinstance(node.inputs.get(name), Ref)]
+        sockets += [
+            (name, "COMBO" if isinstance(kind, list) else kind)
+            for name, kind, _o, _opt in wf.input_specs(info)
+            if wf.is_widget(kind) and isinstance(node.inputs.get(name), Ref)
+        ]
         socket_lists[node.id] = sockets
     for node in graph.nodes:
         for slot, (name, kind) in enumerate(socket_lists[node.id]):
@@ -123,27 +126,60 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
         for slot, kind in enumerate(info["output"]):
             outputs.append({"name": names[slot], "type": kind, "links": out_links.get((node.id, slot), []), "slot_index": slot})
         entry = {
-            "id": node.id, "type": node.type, "pos": [40 + 360 * node.column, 60 + 260 * node.row], "size": [320, 200],
-            "flags": {}, "order": order, "mode": 0,
+            "id": node.id,
+            "type": node.type,
+            "pos": [40 + 360 * node.column, 60 + 260 * node.row],
+            "size": [320, 200],
+            "flags": {},
+            "order": order,
+            "mode": 0,
             "inputs": [{"name": n, "type": k, "link": link_of.get((node.id, slot))} for slot, (n, k) in enumerate(socket_lists[node.id])],
             "outputs": outputs,
-            "properties": {"Node name for S&R": node.type, **({"cnr_id": PACK_ID, "ver": PACK_VERSION}
-                                                              if node.type in PACK_NODES else {})},
+            "properties": {"Node name for S&R": node.type, **({"cnr_id": PACK_ID, "ver": PACK_VERSION} if node.type in PACK_NODES else {})},
             "widgets_values": values,
         }
         if node.title:
             entry["title"] = node.title
         ui_nodes.append(entry)
     note_id = len(graph.nodes) + 1
-    ui_nodes.append({"id": note_id, "type": "Note", "pos": [40, -220], "size": [720, 200], "flags": {}, "order": len(ui_nodes),
-                     "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [graph.note],
-                     "title": graph.title, "color": "#432", "bgcolor": "#653"})
-    return {"last_node_id": note_id, "last_link_id": len(links), "nodes": ui_nodes, "links": links, "groups": [],
-            "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "info": {"pack": PACK_ID}}, "version": 0.4}
+    ui_nodes.append(
+        {
+            "id": note_id,
+            "type": "Note",
+            "pos": [40, -220],
+            "size": [720, 200],
+            "flags": {},
+            "order": len(ui_nodes),
+            "mode": 0,
+            "inputs": [],
+            "outputs": [],
+            "properties": {},
+            "widgets_values": [graph.note],
+            "title": graph.title,
+            "color": "#432",
+            "bgcolor": "#653",
+        }
+    )
+    return {
+        "last_node_id": note_id,
+        "last_link_id": len(links),
+        "nodes": ui_nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "info": {"pack": PACK_ID}},
+        "version": 0.4,
+    }
 
 
-PACK_NODES = {"InstructUNetLoader", "InstructImageConditioning", "InstructKSampler", "InstructGuider",
-              "IPAdapterInstructLoader", "IPAdapterInstructApply"}
+PACK_NODES = {
+    "InstructUNetLoader",
+    "InstructImageConditioning",
+    "InstructKSampler",
+    "InstructGuider",
+    "IPAdapterInstructLoader",
+    "IPAdapterInstructApply",
+}
 
 # ---- the graphs ---------------------------------------------------------------------------------
 
@@ -174,11 +210,32 @@ def finish(g: Graph, latent_ref, vae_ref, column: int) -> None:
     g.add("SaveImage", ROLE_SAVE, column + 1, 0, images=dec.out(0), filename_prefix=f"instruct/{g.name}")
 
 
-def edit_sampler(g: Graph, loader: Node, model, cond: Node, text_cfg: float = 7.5, image_cfg: float = 1.5,
-                 sampler: str = "euler_ancestral", scheduler: str = "normal") -> None:
-    ks = g.add("InstructKSampler", column=3, row=0, model=model, seed=1371, steps=20, text_cfg=text_cfg, image_cfg=image_cfg,
-               sampler_name=sampler, scheduler=scheduler, positive=cond.out(0), negative=cond.out(1),
-               latent_image=cond.out(2), denoise=1.0)
+def edit_sampler(
+    g: Graph,
+    loader: Node,
+    model,
+    cond: Node,
+    text_cfg: float = 7.5,
+    image_cfg: float = 1.5,
+    sampler: str = "euler_ancestral",
+    scheduler: str = "normal",
+) -> None:
+    ks = g.add(
+        "InstructKSampler",
+        column=3,
+        row=0,
+        model=model,
+        seed=1371,
+        steps=20,
+        text_cfg=text_cfg,
+        image_cfg=image_cfg,
+        sampler_name=sampler,
+        scheduler=scheduler,
+        positive=cond.out(0),
+        negative=cond.out(1),
+        latent_image=cond.out(2),
+        denoise=1.0,
+    )
     finish(g, ks.out(0), loader.out(2), 4)
 
 
@@ -193,25 +250,41 @@ def instruct_edit_sd15() -> Graph:
 
 
 def instruct_edit_sdxl() -> Graph:
-    g = Graph("instruct_edit_cosxl", "Instruct edit (SDXL / CosXL Edit)",
-              EDIT_NOTE + "\nSDXL-class edit models: CosXL Edit (its EDM v-prediction and scaled image latent are detected "
-              "from the file) or sdxl-instructpix2pix-768. text_cfg about 5, image_cfg 1.5, dpmpp_2m karras 20 steps. "
-              "Work near 1024x1024 (CosXL) or 768x768.")
+    g = Graph(
+        "instruct_edit_cosxl",
+        "Instruct edit (SDXL / CosXL Edit)",
+        EDIT_NOTE + "\nSDXL-class edit models: CosXL Edit (its EDM v-prediction and scaled image latent are detected "
+        "from the file) or sdxl-instructpix2pix-768. text_cfg about 5, image_cfg 1.5, dpmpp_2m karras 20 steps. "
+        "Work near 1024x1024 (CosXL) or 768x768.",
+    )
     loader, model, cond = edit_inputs(g, "checkpoints/cosxl_edit.safetensors")
     edit_sampler(g, loader, model, cond, text_cfg=5.0, sampler="dpmpp_2m", scheduler="karras")
     return g
 
 
 def instruct_edit_controlnet() -> Graph:
-    g = Graph("instruct_edit_controlnet", "Instruct edit + ControlNet",
-              EDIT_NOTE + "\nA ControlNet (here an SD1.5 tile ControlNet fed the input image) keeps the structure. It is "
-              "applied to positive and negative, and the sampler gives it to all three branches (the unconditional one "
-              "included). Lower its strength if the edit cannot happen.")
+    g = Graph(
+        "instruct_edit_controlnet",
+        "Instruct edit + ControlNet",
+        EDIT_NOTE + "\nA ControlNet (here an SD1.5 tile ControlNet fed the input image) keeps the structure. It is "
+        "applied to positive and negative, and the sampler gives it to all three branches (the unconditional one "
+        "included). Lower its strength if the edit cannot happen.",
+    )
 
     def control(p, n, img):
         cn = g.add("ControlNetLoader", column=1, row=3, control_net_name="control_v11f1e_sd15_tile.pth")
-        cna = g.add("ControlNetApplyAdvanced", column=2, row=2, positive=p, negative=n, control_net=cn.out(0),
-                    image=img.out(0), strength=0.6, start_percent=0.0, end_percent=1.0)
+        cna = g.add(
+            "ControlNetApplyAdvanced",
+            column=2,
+            row=2,
+            positive=p,
+            negative=n,
+            control_net=cn.out(0),
+            image=img.out(0),
+            strength=0.6,
+            start_percent=0.0,
+            end_percent=1.0,
+        )
         return cna.out(0), cna.out(1)
 
     loader, model, cond = edit_inputs(g, IP2P, control=control)
@@ -220,13 +293,24 @@ def instruct_edit_controlnet() -> Graph:
 
 
 def instruct_edit_lora() -> Graph:
-    g = Graph("instruct_edit_lora", "Instruct edit + LoRA",
-              EDIT_NOTE + "\nAn SD1.5 LoRA (style or subject) on the instruct model steers the look of the edit; "
-              "strength 0.5-1.0. Text encoder strength changes how the instruction is read.")
+    g = Graph(
+        "instruct_edit_lora",
+        "Instruct edit + LoRA",
+        EDIT_NOTE + "\nAn SD1.5 LoRA (style or subject) on the instruct model steers the look of the edit; "
+        "strength 0.5-1.0. Text encoder strength changes how the instruction is read.",
+    )
 
     def lora(loader):
-        node = g.add("LoraLoader", column=1, row=3, model=loader.out(0), clip=loader.out(1),
-                     lora_name="sd15_style_lora.safetensors", strength_model=0.8, strength_clip=0.8)
+        node = g.add(
+            "LoraLoader",
+            column=1,
+            row=3,
+            model=loader.out(0),
+            clip=loader.out(1),
+            lora_name="sd15_style_lora.safetensors",
+            strength_model=0.8,
+            strength_clip=0.8,
+        )
         return node.out(0), node.out(1)
 
     loader, model, cond = edit_inputs(g, IP2P, patch=lora)
@@ -235,17 +319,37 @@ def instruct_edit_lora() -> Graph:
 
 
 def instruct_edit_guider() -> Graph:
-    g = Graph("instruct_edit_guider", "Instruct edit with Instruct Guider + SamplerCustomAdvanced",
-              EDIT_NOTE + "\nThe same guidance as a GUIDER, for custom sampling graphs (any sampler, scheduler or sigma "
-              "manipulation). guidance_rescale 0.7 tames over-exposure at high text_cfg.")
+    g = Graph(
+        "instruct_edit_guider",
+        "Instruct edit with Instruct Guider + SamplerCustomAdvanced",
+        EDIT_NOTE + "\nThe same guidance as a GUIDER, for custom sampling graphs (any sampler, scheduler or sigma "
+        "manipulation). guidance_rescale 0.7 tames over-exposure at high text_cfg.",
+    )
     loader, model, cond = edit_inputs(g, IP2P)
-    guider = g.add("InstructGuider", column=3, row=0, model=model, positive=cond.out(0), negative=cond.out(1), text_cfg=7.5,
-                   image_cfg=1.5, guidance_rescale=0.0)
+    guider = g.add(
+        "InstructGuider",
+        column=3,
+        row=0,
+        model=model,
+        positive=cond.out(0),
+        negative=cond.out(1),
+        text_cfg=7.5,
+        image_cfg=1.5,
+        guidance_rescale=0.0,
+    )
     noise = g.add("RandomNoise", column=3, row=1, noise_seed=1371)
     sampler = g.add("KSamplerSelect", column=3, row=2, sampler_name="euler_ancestral")
     sigmas = g.add("BasicScheduler", column=3, row=3, model=model, scheduler="normal", steps=20, denoise=1.0)
-    sca = g.add("SamplerCustomAdvanced", column=4, row=1, noise=noise.out(0), guider=guider.out(0), sampler=sampler.out(0),
-                sigmas=sigmas.out(0), latent_image=cond.out(2))
+    sca = g.add(
+        "SamplerCustomAdvanced",
+        column=4,
+        row=1,
+        noise=noise.out(0),
+        guider=guider.out(0),
+        sampler=sampler.out(0),
+        sigmas=sigmas.out(0),
+        latent_image=cond.out(2),
+    )
     dec = g.add("VAEDecode", column=5, row=0, samples=sca.out(0), vae=loader.out(2))
     g.add("SaveImage", ROLE_SAVE, 6, 0, images=dec.out(0), filename_prefix=f"instruct/{g.name}")
     return g
@@ -267,48 +371,119 @@ def ipadapter_sd15() -> Graph:
     ref = g.add("LoadImage", ROLE_REFERENCE, 0, 3, image="example.png")
     prompt = "a cat sitting in a sunny garden, best quality"
     negative = "monochrome, lowres, bad anatomy, worst quality, low quality"
-    ipa = g.add("IPAdapterInstructApply", column=1, row=0, model=ckpt.out(0), ipadapter=ipl.out(0), clip_vision=cv.out(0),
-                clip=ckpt.out(1), image=ref.out(0), task="style", instruction="", prompt=prompt, negative_prompt=negative,
-                weight=0.8, start_at=0.0, end_at=1.0, guidance="auto (as the reference)", instruct_cfg=6.0, image_cfg=1.0,
-                auto_scale=True)
+    ipa = g.add(
+        "IPAdapterInstructApply",
+        column=1,
+        row=0,
+        model=ckpt.out(0),
+        ipadapter=ipl.out(0),
+        clip_vision=cv.out(0),
+        clip=ckpt.out(1),
+        image=ref.out(0),
+        task="style",
+        instruction="",
+        prompt=prompt,
+        negative_prompt=negative,
+        weight=0.8,
+        start_at=0.0,
+        end_at=1.0,
+        guidance="auto (as the reference)",
+        instruct_cfg=6.0,
+        image_cfg=1.0,
+        auto_scale=True,
+    )
     pos = g.add("CLIPTextEncode", ROLE_PROMPT, 1, 2, clip=ckpt.out(1), text=prompt)
     neg = g.add("CLIPTextEncode", ROLE_NEGATIVE, 1, 3, clip=ckpt.out(1), text=negative)
     empty = g.add("EmptyLatentImage", column=2, row=2, width=512, height=512, batch_size=1)
-    ks = g.add("InstructKSampler", column=2, row=0, model=ipa.out(0), seed=52222246, steps=30, text_cfg=6.0, image_cfg=1.0,
-               sampler_name="dpmpp_2m", scheduler="karras", positive=pos.out(0), negative=neg.out(0),
-               latent_image=empty.out(0), denoise=1.0)
+    ks = g.add(
+        "InstructKSampler",
+        column=2,
+        row=0,
+        model=ipa.out(0),
+        seed=52222246,
+        steps=30,
+        text_cfg=6.0,
+        image_cfg=1.0,
+        sampler_name="dpmpp_2m",
+        scheduler="karras",
+        positive=pos.out(0),
+        negative=neg.out(0),
+        latent_image=empty.out(0),
+        denoise=1.0,
+    )
     finish(g, ks.out(0), ckpt.out(2), 3)
     return g
 
 
 def instruct_edit_ip_style() -> Graph:
-    g = Graph("instruct_edit_ip_style", "Instruct edit steered by an IPAdapter-Instruct style reference",
-              EDIT_NOTE + "\nIPAdapter-Instruct on the instruct model takes the style of a second picture: the edit's full "
-              "branch sees the adapter's positive tokens, the image-only and unconditional branches its negative ones. "
-              "weight 0.5-0.7 so the instruction still leads.")
+    g = Graph(
+        "instruct_edit_ip_style",
+        "Instruct edit steered by an IPAdapter-Instruct style reference",
+        EDIT_NOTE + "\nIPAdapter-Instruct on the instruct model takes the style of a second picture: the edit's full "
+        "branch sees the adapter's positive tokens, the image-only and unconditional branches its negative ones. "
+        "weight 0.5-0.7 so the instruction still leads.",
+    )
     loader = g.add("InstructUNetLoader", column=0, row=0, model_name=IP2P)
     ipl = g.add("IPAdapterInstructLoader", column=0, row=1, ipadapter_file="ip-adapter-instruct-sd15.bin")
     cv = g.add("CLIPVisionLoader", column=0, row=2, clip_name="CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors")
     ref = g.add("LoadImage", ROLE_REFERENCE, 0, 3, image="example.png")
     img = g.add("LoadImage", ROLE_IMAGE, 0, 4, image="example.png")
     instruction = "turn it into a painting"
-    ipa = g.add("IPAdapterInstructApply", column=1, row=0, model=loader.out(0), ipadapter=ipl.out(0), clip_vision=cv.out(0),
-                clip=loader.out(1), image=ref.out(0), task="style", instruction="", prompt=instruction, negative_prompt="",
-                weight=0.6, start_at=0.0, end_at=1.0, guidance="auto (as the reference)", instruct_cfg=6.0, image_cfg=1.0,
-                auto_scale=True)
+    ipa = g.add(
+        "IPAdapterInstructApply",
+        column=1,
+        row=0,
+        model=loader.out(0),
+        ipadapter=ipl.out(0),
+        clip_vision=cv.out(0),
+        clip=loader.out(1),
+        image=ref.out(0),
+        task="style",
+        instruction="",
+        prompt=instruction,
+        negative_prompt="",
+        weight=0.6,
+        start_at=0.0,
+        end_at=1.0,
+        guidance="auto (as the reference)",
+        instruct_cfg=6.0,
+        image_cfg=1.0,
+        auto_scale=True,
+    )
     pos = g.add("CLIPTextEncode", ROLE_INSTRUCTION, 1, 2, clip=loader.out(1), text=instruction)
     neg = g.add("CLIPTextEncode", ROLE_NEGATIVE, 1, 3, clip=loader.out(1), text="")
-    cond = g.add("InstructImageConditioning", column=2, row=2, positive=pos.out(0), negative=neg.out(0), vae=loader.out(2),
-                 image=img.out(0))
-    ks = g.add("InstructKSampler", column=2, row=0, model=ipa.out(0), seed=1371, steps=20, text_cfg=7.5, image_cfg=1.5,
-               sampler_name="euler_ancestral", scheduler="normal", positive=cond.out(0), negative=cond.out(1),
-               latent_image=cond.out(2), denoise=1.0)
+    cond = g.add(
+        "InstructImageConditioning", column=2, row=2, positive=pos.out(0), negative=neg.out(0), vae=loader.out(2), image=img.out(0)
+    )
+    ks = g.add(
+        "InstructKSampler",
+        column=2,
+        row=0,
+        model=ipa.out(0),
+        seed=1371,
+        steps=20,
+        text_cfg=7.5,
+        image_cfg=1.5,
+        sampler_name="euler_ancestral",
+        scheduler="normal",
+        positive=cond.out(0),
+        negative=cond.out(1),
+        latent_image=cond.out(2),
+        denoise=1.0,
+    )
     finish(g, ks.out(0), loader.out(2), 3)
     return g
 
 
-GRAPHS = [instruct_edit_sd15, instruct_edit_sdxl, instruct_edit_controlnet, instruct_edit_lora, instruct_edit_guider,
-          ipadapter_sd15, instruct_edit_ip_style]
+GRAPHS = [
+    instruct_edit_sd15,
+    instruct_edit_sdxl,
+    instruct_edit_controlnet,
+    instruct_edit_lora,
+    instruct_edit_guider,
+    ipadapter_sd15,
+    instruct_edit_ip_style,
+]
 
 
 def thumbnail(graph: Graph, path: Path) -> None:

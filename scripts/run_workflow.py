@@ -51,6 +51,7 @@ class RunError(Exception):
 
 # ---- overrides ----------------------------------------------------------------------------------
 
+
 def _by_title(api: dict, title: str) -> list[str]:
     return [k for k, n in api.items() if n.get("_meta", {}).get("title") == title]
 
@@ -182,6 +183,7 @@ class Progress:
 
 # ---- in-process ---------------------------------------------------------------------------------
 
+
 def run_in_process(comfy: Any, api: dict, progress: Optional[Callable] = None) -> list[bytes]:
     """Validate and execute on an InProcessComfy; the saved images' bytes."""
     import comfy.utils as comfy_utils
@@ -191,8 +193,7 @@ def run_in_process(comfy: Any, api: dict, progress: Optional[Callable] = None) -
         raise RunError(f"node types not available in this ComfyUI: {', '.join(missing)} (is the pack installed?)", EXIT_INPUT)
     ok, error, outputs, node_errors = comfy.validate(api)
     if not ok:
-        raise RunError(f"the workflow failed validation: {error.get('message', error)}\n{format_node_errors(node_errors, api)}",
-                       EXIT_INPUT)
+        raise RunError(f"the workflow failed validation: {error.get('message', error)}\n{format_node_errors(node_errors, api)}", EXIT_INPUT)
     if progress is not None:
         comfy_utils.set_progress_bar_global_hook(lambda value, total, preview=None, node_id=None: progress(value, total, node_id))
     try:
@@ -203,8 +204,9 @@ def run_in_process(comfy: Any, api: dict, progress: Optional[Callable] = None) -
         if event == "execution_interrupted":
             raise RunError("the run was interrupted", EXIT_INTERRUPTED)
         if event == "execution_error":
-            raise RunError(f"node {data.get('node_id')} ({data.get('node_type')}) failed: {data.get('exception_message', '').strip()}",
-                           EXIT_EXECUTION)
+            raise RunError(
+                f"node {data.get('node_id')} ({data.get('node_type')}) failed: {data.get('exception_message', '').strip()}", EXIT_EXECUTION
+            )
     save = save_node(api)
     images = executor.history_result["outputs"].get(save, {}).get("images", [])
     out_dir = Path(comfy.folder_paths.get_output_directory())
@@ -241,6 +243,7 @@ def in_process_main(workflow: dict, opts: argparse.Namespace) -> list[bytes]:
 
 # ---- server -------------------------------------------------------------------------------------
 
+
 class Server:
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url.rstrip("/")
@@ -262,17 +265,22 @@ class Server:
             payload["_status"] = exc.code
             return payload
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-            raise RunError(f"ComfyUI server at {self.url} is not reachable ({exc}): start it, check the address, "
-                           "or run without --server to run in-process", EXIT_UNREACHABLE) from exc
+            raise RunError(
+                f"ComfyUI server at {self.url} is not reachable ({exc}): start it, check the address, "
+                "or run without --server to run in-process",
+                EXIT_UNREACHABLE,
+            ) from exc
         return json.loads(body) if body[:1] in (b"{", b"[") else body
 
     def upload(self, path: str) -> str:
         boundary = uuid.uuid4().hex
         name = Path(path).name
         parts = [
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n".encode() + Path(path).read_bytes() + b"\r\n",
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue\r\n".encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n".encode()
+            + Path(path).read_bytes()
+            + b"\r\n",
+            f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\ntrue\r\n'.encode(),
             f"--{boundary}--\r\n".encode(),
         ]
         result = self.request("/upload/image", b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"})
@@ -335,17 +343,20 @@ def server_main(workflow: dict, opts: argparse.Namespace) -> list[bytes]:
     api = workflow if not wf.is_ui(workflow) else wf.ui_to_api(workflow, object_info)
     missing = sorted({n["class_type"] for n in api.values()} - set(object_info))
     if missing:
-        raise RunError(f"the server at {opts.server} lacks node types: {', '.join(missing)}. Install ComfyUI-Instruct "
-                       "into its custom_nodes (and restart it).", EXIT_INPUT)
+        raise RunError(
+            f"the server at {opts.server} lacks node types: {', '.join(missing)}. Install ComfyUI-Instruct "
+            "into its custom_nodes (and restart it).",
+            EXIT_INPUT,
+        )
     api = apply_overrides(api, opts, server.upload)
     save = save_node(api)
-    answer = server.request("/prompt", json.dumps({"prompt": api, "client_id": server.client_id}).encode(),
-                            {"Content-Type": "application/json"})
+    answer = server.request(
+        "/prompt", json.dumps({"prompt": api, "client_id": server.client_id}).encode(), {"Content-Type": "application/json"}
+    )
     if "prompt_id" not in answer:
         error = answer.get("error", {})
         message = error.get("message", error) if isinstance(error, dict) else error
-        raise RunError(f"the server refused the workflow: {message}\n{format_node_errors(answer.get('node_errors', {}), api)}",
-                       EXIT_INPUT)
+        raise RunError(f"the server refused the workflow: {message}\n{format_node_errors(answer.get('node_errors', {}), api)}", EXIT_INPUT)
     prompt_id = answer["prompt_id"]
     server.timeout_total = opts.timeout
     try:
@@ -357,8 +368,9 @@ def server_main(workflow: dict, opts: argparse.Namespace) -> list[bytes]:
         if event == "execution_interrupted":
             raise RunError("the run was interrupted on the server", EXIT_INTERRUPTED)
         if event == "execution_error":
-            raise RunError(f"node {data.get('node_id')} ({data.get('node_type')}) failed: {data.get('exception_message', '').strip()}",
-                           EXIT_EXECUTION)
+            raise RunError(
+                f"node {data.get('node_id')} ({data.get('node_type')}) failed: {data.get('exception_message', '').strip()}", EXIT_EXECUTION
+            )
     images = entry.get("outputs", {}).get(save, {}).get("images", [])
     out = []
     for img in images:
@@ -368,6 +380,7 @@ def server_main(workflow: dict, opts: argparse.Namespace) -> list[bytes]:
 
 
 # ---- command line -------------------------------------------------------------------------------
+
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

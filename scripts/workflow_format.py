@@ -131,7 +131,9 @@ def check_ui_against_schemas(ui: dict, object_info: dict, model_inputs: Iterable
         if dst_input is None or dst_input.get("link") != link_id:
             problems.append(f"link {link_id}: target slot {tslot} of node {target} does not point back to it")
         elif not (link_type == out_type == in_type or (in_type == "*" or out_type == "*")):
-            problems.append(f"link {link_id}: {src['type']}[{oslot}] {out_type} → {dst['type']}.{dst_input['name']} {in_type} (link says {link_type})")
+            problems.append(
+                f"link {link_id}: {src['type']}[{oslot}] {out_type} → {dst['type']}.{dst_input['name']} {in_type} (link says {link_type})"
+            )
     return problems
 
 

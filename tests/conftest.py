@@ -32,7 +32,8 @@ def pure(name: str):
     """Import ``<pack>.<name>`` for modules that do not need ComfyUI."""
     if PACK_ALIAS not in sys.modules:
         spec = importlib.util.spec_from_file_location(
-            PACK_ALIAS, instruct_harness.PACK_DIR / "__init__.py",
+            PACK_ALIAS,
+            instruct_harness.PACK_DIR / "__init__.py",
             submodule_search_locations=[str(instruct_harness.PACK_DIR)],
         )
         module = importlib.util.module_from_spec(spec)
@@ -114,6 +115,4 @@ def pytest_runtest_logreport(report):
 
 def pytest_terminal_summary(terminalreporter):
     where = f"ComfyUI at {COMFY_ROOT} ({COMFY_HOW})" if COMFY_ROOT else COMFY_HOW
-    terminalreporter.write_line(
-        f"ComfyUI-backed tests: {_counts['ran']} ran, {_counts['skipped']} skipped — {where}"
-    )
+    terminalreporter.write_line(f"ComfyUI-backed tests: {_counts['ran']} ran, {_counts['skipped']} skipped — {where}")

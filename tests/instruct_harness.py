@@ -19,8 +19,18 @@ sys.path.insert(0, str(PACK_DIR / "scripts"))
 
 from comfy_inprocess import InProcessComfy, StubServer, find_comfyui, is_comfyui  # noqa: E402,F401
 
-MODEL_FOLDERS = ("checkpoints", "diffusion_models", "vae", "text_encoders", "loras", "controlnet",
-                 "diffusers", "clip_vision", "ipadapter", "embeddings")
+MODEL_FOLDERS = (
+    "checkpoints",
+    "diffusion_models",
+    "vae",
+    "text_encoders",
+    "loras",
+    "controlnet",
+    "diffusers",
+    "clip_vision",
+    "ipadapter",
+    "embeddings",
+)
 
 
 class PromptFailed(AssertionError):
@@ -74,8 +84,12 @@ class ComfyHarness(InProcessComfy):
         xs = np.linspace(0, 3, width)[None, :]
         y0, x0 = np.floor(ys).astype(int).clip(0, 2), np.floor(xs).astype(int).clip(0, 2)
         fy, fx = (ys - y0)[..., None], (xs - x0)[..., None]
-        img = (coarse[y0, x0] * (1 - fy) * (1 - fx) + coarse[y0 + 1, x0] * fy * (1 - fx)
-               + coarse[y0, x0 + 1] * (1 - fy) * fx + coarse[y0 + 1, x0 + 1] * fy * fx)
+        img = (
+            coarse[y0, x0] * (1 - fy) * (1 - fx)
+            + coarse[y0 + 1, x0] * fy * (1 - fx)
+            + coarse[y0, x0 + 1] * (1 - fy) * fx
+            + coarse[y0 + 1, x0 + 1] * fy * fx
+        )
         Image.fromarray((img * 255).round().astype("uint8")).save(self.work_dir / "input" / name)
         return name
 

@@ -25,13 +25,37 @@ SEED = 20260107
 
 #: ldm config of the tiny SD1.5-class instruct UNet (what ComfyUI's detection reads back).
 TINY_UNET = dict(
-    image_size=32, in_channels=8, out_channels=4, model_channels=320, num_res_blocks=[1], channel_mult=[1],
-    transformer_depth=[1], transformer_depth_output=[1, 1], transformer_depth_middle=1, context_dim=768,
-    num_heads=8, num_head_channels=-1, use_linear_in_transformer=False, use_spatial_transformer=True, legacy=False,
-    adm_in_channels=None, use_temporal_attention=False, use_temporal_resblock=False,
+    image_size=32,
+    in_channels=8,
+    out_channels=4,
+    model_channels=320,
+    num_res_blocks=[1],
+    channel_mult=[1],
+    transformer_depth=[1],
+    transformer_depth_output=[1, 1],
+    transformer_depth_middle=1,
+    context_dim=768,
+    num_heads=8,
+    num_head_channels=-1,
+    use_linear_in_transformer=False,
+    use_spatial_transformer=True,
+    legacy=False,
+    adm_in_channels=None,
+    use_temporal_attention=False,
+    use_temporal_resblock=False,
 )
-SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-          "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+SD_VAE = {
+    "double_z": True,
+    "z_channels": 4,
+    "resolution": 256,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 128,
+    "ch_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attn_resolutions": [],
+    "dropout": 0.0,
+}
 
 FILES = {
     "checkpoint": "checkpoints/tiny-ip2p-sd15.safetensors",
@@ -66,8 +90,9 @@ def fill(name: str, shape: torch.Size, seed: int = SEED) -> torch.Tensor:
     return torch.randn(shape, generator=g) / fan_in**0.5
 
 
-def random_state_dict(module: torch.nn.Module, prefix: str = "", seed: int = SEED,
-                      dtype: torch.dtype = torch.float16, skip: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+def random_state_dict(
+    module: torch.nn.Module, prefix: str = "", seed: int = SEED, dtype: torch.dtype = torch.float16, skip: Iterable[str] = ()
+) -> dict[str, torch.Tensor]:
     out = {}
     for name, tensor in module.state_dict(keep_vars=False).items():
         if any(s in name for s in skip):
@@ -99,7 +124,6 @@ def clip_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
 
 
 def vae_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
-    import comfy.ops
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
     with torch.device("meta"):
@@ -176,9 +200,11 @@ def build_all(root: Path) -> dict[str, Path]:
     makers["checkpoint"] = checkpoint
     makers["checkpoint_ema"] = checkpoint_ema
     makers["checkpoint_4ch"] = lambda: _save(
-        {"model.diffusion_model." + k: v for k, v in unet_state_dict(in_channels=4).items()}, paths["checkpoint_4ch"])
+        {"model.diffusion_model." + k: v for k, v in unet_state_dict(in_channels=4).items()}, paths["checkpoint_4ch"]
+    )
     makers["checkpoint_9ch"] = lambda: _save(
-        {"model.diffusion_model." + k: v for k, v in unet_state_dict(in_channels=9).items()}, paths["checkpoint_9ch"])
+        {"model.diffusion_model." + k: v for k, v in unet_state_dict(in_channels=9).items()}, paths["checkpoint_9ch"]
+    )
     makers["unet"] = lambda: _save(unet_state_dict(), paths["unet"])
     makers["controlnet"] = lambda: _save(controlnet_state_dict(), paths["controlnet"])
     makers["lora"] = lambda: _save(lora_state_dict(), paths["lora"])
@@ -209,9 +235,16 @@ def sha256(path: Path) -> str:
 
 #: diffusers config of a tiny SD1.5-class 8-channel UNet (ComfyUI detects it once converted to ldm).
 DIFFUSERS_UNET = dict(
-    sample_size=8, in_channels=8, out_channels=4, block_out_channels=(320,), layers_per_block=1,
-    down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",),
-    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+    sample_size=8,
+    in_channels=8,
+    out_channels=4,
+    block_out_channels=(320,),
+    layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D",),
+    up_block_types=("CrossAttnUpBlock2D",),
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
 )
 DIFFUSERS_FILES = {
     "unet_folder": "diffusers/tiny-ip2p-unet",
@@ -233,18 +266,38 @@ def _write_pipeline(folder: Path, unet) -> None:
 
     torch.manual_seed(SEED + 7)
     unet.save_pretrained(folder / "unet")
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4)
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+    )
     vae.half().save_pretrained(folder / "vae")
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                                        num_hidden_layers=12, max_position_embeddings=77, vocab_size=49408,
-                                        projection_dim=768, hidden_act="quick_gelu"))
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            max_position_embeddings=77,
+            vocab_size=49408,
+            projection_dim=768,
+            hidden_act="quick_gelu",
+        )
+    )
     text.half().save_pretrained(folder / "text_encoder")
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionInstructPix2PixPipeline", "_diffusers_version": "0.42.1",
-        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-    }))
+    (folder / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionInstructPix2PixPipeline",
+                "_diffusers_version": "0.42.1",
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+            }
+        )
+    )
 
 
 def build_diffusers(root: Path) -> dict[str, Path]:
@@ -271,9 +324,15 @@ def build_diffusers(root: Path) -> dict[str, Path]:
 # ---- full-size SD1.5 (IP-Adapter-Instruct patches the real 16-layer layout) ---------------------
 
 #: ldm config of a full SD1.5 UNet (4-channel): IP-Adapter-Instruct's 16 layers need the real block layout.
-FULL_SD15_UNET = dict(TINY_UNET, in_channels=4, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
-                      transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1] * 9 + [0] * 3,
-                      transformer_depth_middle=1)
+FULL_SD15_UNET = dict(
+    TINY_UNET,
+    in_channels=4,
+    num_res_blocks=[2, 2, 2, 2],
+    channel_mult=[1, 2, 4, 4],
+    transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+    transformer_depth_output=[1] * 9 + [0] * 3,
+    transformer_depth_middle=1,
+)
 FULL_FILES = {
     "checkpoint": "checkpoints/full-sd15-random.safetensors",
     "controlnet": "controlnet/full-controlnet-sd15-random.safetensors",
@@ -286,10 +345,21 @@ FULL_FILES = {
 }
 #: A two-layer stand-in for CLIP-ViT-H/14 (same width 1280, 257 tokens): the adapter sees the same shapes.
 TINY_CLIP_VISION = {
-    "attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 1280, "image_size": 224,
-    "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 5120, "layer_norm_eps": 1e-05,
-    "model_type": "clip_vision_model", "num_attention_heads": 16, "num_channels": 3, "num_hidden_layers": 2,
-    "patch_size": 14, "projection_dim": 1024,
+    "attention_dropout": 0.0,
+    "dropout": 0.0,
+    "hidden_act": "gelu",
+    "hidden_size": 1280,
+    "image_size": 224,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "intermediate_size": 5120,
+    "layer_norm_eps": 1e-05,
+    "model_type": "clip_vision_model",
+    "num_attention_heads": 16,
+    "num_channels": 3,
+    "num_hidden_layers": 2,
+    "patch_size": 14,
+    "projection_dim": 1024,
 }
 
 
@@ -306,8 +376,11 @@ def full_controlnet_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
     import comfy.cldm.cldm
     import comfy.ops
 
-    cfg = {k: v for k, v in FULL_SD15_UNET.items() if k not in ("out_channels", "use_temporal_attention", "use_temporal_resblock",
-                                                                 "transformer_depth_output")}
+    cfg = {
+        k: v
+        for k, v in FULL_SD15_UNET.items()
+        if k not in ("out_channels", "use_temporal_attention", "use_temporal_resblock", "transformer_depth_output")
+    }
     cfg.update(in_channels=4, hint_channels=3)
     model = comfy.cldm.cldm.ControlNet(**cfg, device="meta", operations=comfy.ops.disable_weight_init)
     return random_state_dict(model, prefix="control_model.", seed=seed)
@@ -317,8 +390,9 @@ def ip_instruct_groups(spec_mod, seed: int = SEED, dtype: torch.dtype = torch.fl
     """The two groups of ip-adapter-instruct-sd15.bin (shapes from the published architecture).
 
     ``spec_mod`` is the pack's ``models.ipadapter_instruct`` module (the key list comes from it)."""
-    cfg = spec_mod.ResamplerConfig(dim=768, depth=4, num_queries=16, image_dim=1280, text_dim=768, output_dim=768,
-                                   ff_mult=4, ff_mult_secondary=2)
+    cfg = spec_mod.ResamplerConfig(
+        dim=768, depth=4, num_queries=16, image_dim=1280, text_dim=768, output_dim=768, ff_mult=4, ff_mult_secondary=2
+    )
     spec = spec_mod.AdapterSpec("SD1.5", cfg, {2 * i + 1: w for i, w in enumerate(spec_mod.SD15_LAYERS)})
     proj_shapes, ip_shapes = spec_mod.expected_shapes(spec)
     image_proj = {k: fill("image_proj." + k, torch.Size(s), seed).to(dtype) for k, s in proj_shapes.items()}
@@ -357,16 +431,24 @@ def build_full(root: Path, spec_mod) -> dict[str, Path]:
         flat.update({f"ip_adapter.{k}": v for k, v in ip_layers.items()})
         _save(flat, paths["adapter_safetensors"])
     if not paths["lora"].exists():
-        _save(lora_state_dict(targets={
-            "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": (320, 768),
-            "lora_unet_output_blocks_11_1_transformer_blocks_0_attn1_to_q": (320, 320),
-            "lora_unet_middle_block_1_transformer_blocks_0_attn2_to_v": (1280, 768),
-            "lora_te_text_model_encoder_layers_0_self_attn_q_proj": (768, 768),
-        }), paths["lora"])
+        _save(
+            lora_state_dict(
+                targets={
+                    "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": (320, 768),
+                    "lora_unet_output_blocks_11_1_transformer_blocks_0_attn1_to_q": (320, 320),
+                    "lora_unet_middle_block_1_transformer_blocks_0_attn2_to_v": (1280, 768),
+                    "lora_te_text_model_encoder_layers_0_self_attn_q_proj": (768, 768),
+                }
+            ),
+            paths["lora"],
+        )
     if not paths["plus_adapter"].exists():
         image_proj, ip_layers = ip_instruct_groups(spec_mod)
-        plus = {f"image_proj.{k}": v for k, v in image_proj.items()
-                if not k.startswith(("prompt_layers", "new_input_layers", "proj_new_input", "proj_prompt_input"))}
+        plus = {
+            f"image_proj.{k}": v
+            for k, v in image_proj.items()
+            if not k.startswith(("prompt_layers", "new_input_layers", "proj_new_input", "proj_prompt_input"))
+        }
         plus.update({f"ip_adapter.{k}": v for k, v in ip_layers.items()})
         _save(plus, paths["plus_adapter"])
     return paths

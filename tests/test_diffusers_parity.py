@@ -21,8 +21,14 @@ def scheduler():
     from diffusers import EulerDiscreteScheduler
 
     # Stable Diffusion 1.5's schedule; "leading" spacing gives integer timesteps, so σ ↔ t is exact in both stacks.
-    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                  timestep_spacing="leading", steps_offset=1, num_train_timesteps=1000)
+    return EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+        steps_offset=1,
+        num_train_timesteps=1000,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +37,22 @@ def setup(comfy, tiny_diffusers):
 
     unet = UNet2DConditionModel.from_pretrained(str(tiny_diffusers["unet_folder"])).eval()
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, latent_channels=4)
+    vae = AutoencoderKL(
+        block_out_channels=(32,) * 4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        latent_channels=4,
+    )
     pipe = StableDiffusionInstructPix2PixPipeline(
-        vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=scheduler(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=None,
+        tokenizer=None,
+        unet=unet,
+        scheduler=scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     model = comfy.pack("models.instruct_loader").load_instruct(str(tiny_diffusers["unet_folder"])).model
@@ -60,10 +77,17 @@ def run_diffusers(pipe, data, text_cfg, image_cfg, steps):
         return kwargs
 
     with torch.no_grad():
-        pipe(prompt_embeds=data["text"], negative_prompt_embeds=data["negative"], image=data["image"],
-             num_inference_steps=STEPS, guidance_scale=text_cfg, image_guidance_scale=image_cfg,
-             latents=data["start"] * sigma0 / float(sched.init_noise_sigma), output_type="latent",
-             callback_on_step_end=keep)
+        pipe(
+            prompt_embeds=data["text"],
+            negative_prompt_embeds=data["negative"],
+            image=data["image"],
+            num_inference_steps=STEPS,
+            guidance_scale=text_cfg,
+            image_guidance_scale=image_cfg,
+            latents=data["start"] * sigma0 / float(sched.init_noise_sigma),
+            output_type="latent",
+            callback_on_step_end=keep,
+        )
     return sched.sigmas, sigma0, states[steps - 1]
 
 
@@ -73,11 +97,11 @@ def run_comfy(comfy, model, data, sigmas, sigma0, text_cfg, image_cfg, steps):
     guider_mod = comfy.pack("samplers.guider")
     dual = comfy.pack("samplers.dual_cfg")
     guider = guider_mod.InstructDualCFGGuider(model, dual.ScaleSchedule(text_cfg, image_cfg))
-    guider.set_conds([[data["text"], {"concat_latent_image": data["image"]}]],
-                     [[data["negative"], {"concat_latent_image": data["image"]}]])
+    guider.set_conds([[data["text"], {"concat_latent_image": data["image"]}]], [[data["negative"], {"concat_latent_image": data["image"]}]])
     start = data["start"]  # x_T = start·σ0 in both stacks (not the max-σ start, so ComfyUI scales noise by σ0)
-    out = guider.sample(start.clone(), torch.zeros_like(start), comfy_samplers.sampler_object("euler"),
-                        sigmas[: steps + 1].float().clone(), seed=0)
+    out = guider.sample(
+        start.clone(), torch.zeros_like(start), comfy_samplers.sampler_object("euler"), sigmas[: steps + 1].float().clone(), seed=0
+    )
     return out * model.model.latent_format.scale_factor  # undo process_latent_out: compare in model space
 
 

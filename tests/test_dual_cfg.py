@@ -99,9 +99,9 @@ def test_schedule_windows_switch_a_scale_to_one_outside():
         return 0.0 if p >= 1 else 10.0 * (1 - p)
 
     s = dual.ScaleSchedule(7.5, 1.5, text_start=0.0, text_end=0.5, image_start=0.2, image_end=1.0)
-    assert s.at(9.9, p2s) == dual.StepScales(7.5, 1.0)   # early: image guidance not yet on
+    assert s.at(9.9, p2s) == dual.StepScales(7.5, 1.0)  # early: image guidance not yet on
     assert s.at(6.0, p2s) == dual.StepScales(7.5, 1.5)
-    assert s.at(2.0, p2s) == dual.StepScales(1.0, 1.5)   # late: text guidance off
+    assert s.at(2.0, p2s) == dual.StepScales(1.0, 1.5)  # late: text guidance off
     assert dual.ScaleSchedule(7.5, 1.5).is_constant
     with pytest.raises(ValueError, match="text_cfg window"):
         dual.ScaleSchedule(7.5, 1.5, text_start=0.8, text_end=0.2)

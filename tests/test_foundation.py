@@ -9,8 +9,14 @@ import math
 import pytest
 import torch
 
-EXPECTED_NODES = {"InstructUNetLoader", "InstructImageConditioning", "InstructKSampler", "InstructGuider",
-                  "IPAdapterInstructLoader", "IPAdapterInstructApply"}
+EXPECTED_NODES = {
+    "InstructUNetLoader",
+    "InstructImageConditioning",
+    "InstructKSampler",
+    "InstructGuider",
+    "IPAdapterInstructLoader",
+    "IPAdapterInstructApply",
+}
 
 
 def test_pack_registers_its_nodes_through_comfy_entrypoint(comfy):
@@ -73,23 +79,54 @@ def test_tiny_models_are_byte_reproducible(comfy, tiny, tmp_path):
 def core_ip2p_graph(comfy, image: str, seed: int = 0, steps: int = 2):
     g = comfy.graph()
     ckpt = g.node("CheckpointLoaderSimple", id="ckpt", ckpt_name="tiny-ip2p-sd15.safetensors")
-    lora = g.node("LoraLoader", id="lora", model=ckpt.out(0), clip=ckpt.out(1),
-                  lora_name="tiny-lora-sd15.safetensors", strength_model=1.0, strength_clip=1.0)
+    lora = g.node(
+        "LoraLoader",
+        id="lora",
+        model=ckpt.out(0),
+        clip=ckpt.out(1),
+        lora_name="tiny-lora-sd15.safetensors",
+        strength_model=1.0,
+        strength_clip=1.0,
+    )
     pos = g.node("CLIPTextEncode", id="pos", clip=lora.out(1), text="make it winter")
     neg = g.node("CLIPTextEncode", id="neg", clip=lora.out(1), text="")
     img = g.node("LoadImage", id="img", image=image)
     cn = g.node("ControlNetLoader", id="cnl", control_net_name="tiny-controlnet-sd15.safetensors")
-    cna = g.node("ControlNetApplyAdvanced", id="cna", positive=pos.out(0), negative=neg.out(0), control_net=cn.out(0),
-                 image=img.out(0), strength=1.0, start_percent=0.0, end_percent=1.0)
-    ip2p = g.node("InstructPixToPixConditioning", id="ip2p", positive=cna.out(0), negative=cna.out(1),
-                  vae=ckpt.out(2), pixels=img.out(0))
-    guider = g.node("DualCFGGuider", id="guider", model=lora.out(0), cond1=ip2p.out(0), cond2=ip2p.out(1),
-                    negative=cna.out(1), cfg_conds=7.5, cfg_cond2_negative=1.5, style="regular")
+    cna = g.node(
+        "ControlNetApplyAdvanced",
+        id="cna",
+        positive=pos.out(0),
+        negative=neg.out(0),
+        control_net=cn.out(0),
+        image=img.out(0),
+        strength=1.0,
+        start_percent=0.0,
+        end_percent=1.0,
+    )
+    ip2p = g.node("InstructPixToPixConditioning", id="ip2p", positive=cna.out(0), negative=cna.out(1), vae=ckpt.out(2), pixels=img.out(0))
+    guider = g.node(
+        "DualCFGGuider",
+        id="guider",
+        model=lora.out(0),
+        cond1=ip2p.out(0),
+        cond2=ip2p.out(1),
+        negative=cna.out(1),
+        cfg_conds=7.5,
+        cfg_cond2_negative=1.5,
+        style="regular",
+    )
     noise = g.node("RandomNoise", id="noise", noise_seed=seed)
     sampler = g.node("KSamplerSelect", id="ksel", sampler_name="euler")
     sigmas = g.node("BasicScheduler", id="sched", model=lora.out(0), scheduler="normal", steps=steps, denoise=1.0)
-    sample = g.node("SamplerCustomAdvanced", id="sample", noise=noise.out(0), guider=guider.out(0),
-                    sampler=sampler.out(0), sigmas=sigmas.out(0), latent_image=ip2p.out(2))
+    sample = g.node(
+        "SamplerCustomAdvanced",
+        id="sample",
+        noise=noise.out(0),
+        guider=guider.out(0),
+        sampler=sampler.out(0),
+        sigmas=sigmas.out(0),
+        latent_image=ip2p.out(2),
+    )
     decode = g.node("VAEDecode", id="decode", samples=sample.out(0), vae=ckpt.out(2))
     g.node("SaveImage", id="save", images=decode.out(0), filename_prefix="smoke")
     return g.finalize()
@@ -117,8 +154,7 @@ def test_loading_the_pack_logs_no_warning_and_its_pyproject_parses(comfy, log_ca
     from instruct_harness import PACK_DIR
 
     assert asyncio.run(comfy.nodes.load_custom_node(str(PACK_DIR), ignore=comfy.core_ids))
-    noisy = [m for m in log_capture.messages(logging.WARNING)
-             if str(PACK_DIR) in m or "pyproject" in m or "Instruct" in m]
+    noisy = [m for m in log_capture.messages(logging.WARNING) if str(PACK_DIR) in m or "pyproject" in m or "Instruct" in m]
     assert not noisy
     from comfy_config import config_parser
 

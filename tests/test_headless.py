@@ -40,17 +40,42 @@ def picture(tmp_path: Path, seed: int = 0) -> str:
 def test_overrides_land_on_the_titled_nodes(tmp_path):
     api = json.loads(WORKFLOW.read_text())
     placed = []
-    out = runner.apply_overrides(api, opts("--instruction", "add fireworks", "--negative", "blurry", "--seed", "5",
-                                           "--steps", "3", "--text-cfg", "6.5", "--image-cfg", "1.2", "--model", TINY,
-                                           "--image", picture(tmp_path), "--set", "Save.filename_prefix=x"),
-                                 lambda p: placed.append(p) or "placed.png")
+    out = runner.apply_overrides(
+        api,
+        opts(
+            "--instruction",
+            "add fireworks",
+            "--negative",
+            "blurry",
+            "--seed",
+            "5",
+            "--steps",
+            "3",
+            "--text-cfg",
+            "6.5",
+            "--image-cfg",
+            "1.2",
+            "--model",
+            TINY,
+            "--image",
+            picture(tmp_path),
+            "--set",
+            "Save.filename_prefix=x",
+        ),
+        lambda p: placed.append(p) or "placed.png",
+    )
     by_title = {n.get("_meta", {}).get("title"): n for n in out.values()}
     assert by_title["Instruction"]["inputs"]["text"] == "add fireworks"
     assert by_title["Negative"]["inputs"]["text"] == "blurry"
     assert by_title["Input image"]["inputs"]["image"] == "placed.png" and placed
     assert by_title["Save"]["inputs"]["filename_prefix"] == "x"
     sampler = next(n for n in out.values() if n["class_type"] == "InstructKSampler")
-    assert (sampler["inputs"]["seed"], sampler["inputs"]["steps"], sampler["inputs"]["text_cfg"], sampler["inputs"]["image_cfg"]) == (5, 3, 6.5, 1.2)
+    assert (sampler["inputs"]["seed"], sampler["inputs"]["steps"], sampler["inputs"]["text_cfg"], sampler["inputs"]["image_cfg"]) == (
+        5,
+        3,
+        6.5,
+        1.2,
+    )
     assert next(n for n in out.values() if n["class_type"] == "InstructUNetLoader")["inputs"]["model_name"] == TINY
     assert api["2"]["inputs"]["text"] != "add fireworks"  # the loaded workflow is not modified
 
@@ -81,8 +106,9 @@ def test_in_process_run_of_a_shipped_workflow(comfy, tiny, tmp_path):
         (Path(folder_paths.get_input_directory()) / name).write_bytes(Path(path).read_bytes())
         return name
 
-    api = runner.apply_overrides(json.loads(WORKFLOW.read_text()),
-                                 opts("--model", TINY, "--image", picture(tmp_path), "--steps", "1"), place)
+    api = runner.apply_overrides(
+        json.loads(WORKFLOW.read_text()), opts("--model", TINY, "--image", picture(tmp_path), "--steps", "1"), place
+    )
     steps = []
     images = runner.run_in_process(comfy, api, progress=lambda v, t, n: steps.append((v, t)))
     assert len(images) == 1 and images[0][:4] == b"\x89PNG"
@@ -105,20 +131,54 @@ def test_command_line_in_process(comfy, tiny, tmp_path):
     yaml.write_text(f"tests:\n  base_path: {comfy.models_dir}\n  checkpoints: checkpoints\n")
     out = tmp_path / "cli.png"
     env = {**os.environ, "COMFYUI_PATH": str(comfy.root)}
-    proc = subprocess.run([sys.executable, str(PACK_DIR / "scripts" / "run_workflow.py"), str(WORKFLOW), "--model", TINY,
-                           "--image", picture(tmp_path), "--instruction", "make it night", "--steps", "1", "--quiet",
-                           "--extra-model-paths", str(yaml), "--output", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PACK_DIR / "scripts" / "run_workflow.py"),
+            str(WORKFLOW),
+            "--model",
+            TINY,
+            "--image",
+            picture(tmp_path),
+            "--instruction",
+            "make it night",
+            "--steps",
+            "1",
+            "--quiet",
+            "--extra-model-paths",
+            str(yaml),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.read_bytes()[:4] == b"\x89PNG"
-    bad = subprocess.run([sys.executable, str(PACK_DIR / "scripts" / "run_workflow.py"), str(WORKFLOW), "--quiet",
-                          "--extra-model-paths", str(yaml), "--output", str(tmp_path / "bad.png")],
-                         capture_output=True, text=True, env=env, timeout=300)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(PACK_DIR / "scripts" / "run_workflow.py"),
+            str(WORKFLOW),
+            "--quiet",
+            "--extra-model-paths",
+            str(yaml),
+            "--output",
+            str(tmp_path / "bad.png"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert bad.returncode == runner.EXIT_INPUT and "instruct-pix2pix-00-22000.safetensors" in bad.stderr
     assert not (tmp_path / "bad.png").exists()
 
 
 # ---- against a real server ----------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -135,14 +195,37 @@ def server(comfy, tiny, tmp_path_factory):
     for d in ("out", "in", "user", "tmp"):
         (base / d).mkdir()
     yaml = base / "paths.yaml"
-    yaml.write_text(f"tests:\n  base_path: {comfy.models_dir}\n  checkpoints: checkpoints\n  controlnet: controlnet\n"
-                    f"  loras: loras\n  custom_nodes: {packs}\n")
+    yaml.write_text(
+        f"tests:\n  base_path: {comfy.models_dir}\n  checkpoints: checkpoints\n  controlnet: controlnet\n"
+        f"  loras: loras\n  custom_nodes: {packs}\n"
+    )
     port = free_port()
     log = open(base / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                             "--disable-api-nodes", "--extra-model-paths-config", str(yaml), "--output-directory",
-                             str(base / "out"), "--input-directory", str(base / "in"), "--user-directory", str(base / "user"),
-                             "--temp-directory", str(base / "tmp")], cwd=comfy.root, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--disable-api-nodes",
+            "--extra-model-paths-config",
+            str(yaml),
+            "--output-directory",
+            str(base / "out"),
+            "--input-directory",
+            str(base / "in"),
+            "--user-directory",
+            str(base / "user"),
+            "--temp-directory",
+            str(base / "tmp"),
+        ],
+        cwd=comfy.root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -168,15 +251,36 @@ def server(comfy, tiny, tmp_path_factory):
 def test_server_run_writes_the_image(server, tmp_path, capsys):
     url, base = server
     out = tmp_path / "server.png"
-    code = runner.main([str(WORKFLOW), "--server", url, "--model", TINY, "--image", picture(tmp_path, 3),
-                        "--instruction", "make it autumn", "--steps", "2", "--output", str(out)])
+    code = runner.main(
+        [
+            str(WORKFLOW),
+            "--server",
+            url,
+            "--model",
+            TINY,
+            "--image",
+            picture(tmp_path, 3),
+            "--instruction",
+            "make it autumn",
+            "--steps",
+            "2",
+            "--output",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert "2/2" in captured.err  # progress from the websocket
     info = json.loads(urllib.request.urlopen(url + "/object_info").read())
-    for node_id in ("InstructUNetLoader", "InstructImageConditioning", "InstructKSampler", "InstructGuider",
-                    "IPAdapterInstructLoader", "IPAdapterInstructApply"):
+    for node_id in (
+        "InstructUNetLoader",
+        "InstructImageConditioning",
+        "InstructKSampler",
+        "InstructGuider",
+        "IPAdapterInstructLoader",
+        "IPAdapterInstructApply",
+    ):
         assert info[node_id]["description"] and all(info[node_id]["output_tooltips"])
     log = (base / "server.log").read_text()
     pack_lines = [line for line in log.splitlines() if "ComfyUI-Instruct" in line or "/work/" in line]
@@ -184,11 +288,14 @@ def test_server_run_writes_the_image(server, tmp_path, capsys):
     assert not [line for line in pack_lines if "IMPORT FAILED" in line or "Error" in line or "WARNING" in line.upper()]
 
 
-@pytest.mark.parametrize("extra,expect", [
-    (["--text-cfg", "500"], "node 6 (InstructKSampler)"),
-    ([], "instruct-pix2pix-00-22000.safetensors"),
-    (["--set", "6.sampler_name=no_such_sampler"], "no_such_sampler"),
-])
+@pytest.mark.parametrize(
+    "extra,expect",
+    [
+        (["--text-cfg", "500"], "node 6 (InstructKSampler)"),
+        ([], "instruct-pix2pix-00-22000.safetensors"),
+        (["--set", "6.sampler_name=no_such_sampler"], "no_such_sampler"),
+    ],
+)
 def test_server_refusals_show_the_node_level_messages(server, tmp_path, capsys, extra, expect):
     url, _ = server
     model = [] if not extra else ["--model", TINY]
@@ -224,7 +331,8 @@ def test_interrupted_run_leaves_no_output(server, tmp_path, capsys):
 
     threading.Thread(target=interrupt_soon, daemon=True).start()
     out = tmp_path / "never.png"
-    code = runner.main([str(WORKFLOW), "--server", url, "--model", TINY, "--image", picture(tmp_path), "--steps", "400",
-                        "--quiet", "--output", str(out)])
+    code = runner.main(
+        [str(WORKFLOW), "--server", url, "--model", TINY, "--image", picture(tmp_path), "--steps", "400", "--quiet", "--output", str(out)]
+    )
     assert code == runner.EXIT_INTERRUPTED and "interrupted" in capsys.readouterr().err
     assert not out.exists()

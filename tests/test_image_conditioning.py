@@ -17,6 +17,7 @@ def nearest_resize(nchw, width, height):
 
 # ---- pure rules ------------------------------------------------------------------------------
 
+
 def test_crop_keeps_the_centre_like_core():
     img = torch.arange(70 * 61).float().reshape(1, 70, 61, 1).expand(1, 70, 61, 3)
     out = image_latent.fit_image(img, image_latent.SizeMode.CROP, "T", nearest_resize)
@@ -73,6 +74,7 @@ def test_non_sd_latents_are_refused():
 
 
 # ---- the node on a real ComfyUI ---------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def parts(comfy, tiny):
@@ -144,6 +146,17 @@ def test_grey_rgba_and_odd_sizes_run_through_the_sampler(comfy, parts):
         for mode in ("crop to multiple of 8", "resize to multiple of 8"):
             p, n, latent = run(node, pos, neg, vae=loaded.vae, image=image, size_mode=mode)
             sampler = comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
-            out = sampler.execute(model=loaded.model, seed=0, steps=1, text_cfg=7.5, image_cfg=1.5, sampler_name="euler",
-                                  scheduler="normal", positive=p, negative=n, latent_image=latent, denoise=1.0).result[0]
+            out = sampler.execute(
+                model=loaded.model,
+                seed=0,
+                steps=1,
+                text_cfg=7.5,
+                image_cfg=1.5,
+                sampler_name="euler",
+                scheduler="normal",
+                positive=p,
+                negative=n,
+                latent_image=latent,
+                denoise=1.0,
+            ).result[0]
             assert out["samples"].shape == latent["samples"].shape and torch.isfinite(out["samples"]).all()

@@ -102,12 +102,15 @@ def test_cosxl_markers_survive_on_a_bare_unet(comfy):
     assert config.model_type({}).name == "EPS"
 
 
-@pytest.mark.parametrize("name,message", [
-    ("checkpoint_4ch", r"4-channel model .*not an 8-channel instruct model: use Load Checkpoint"),
-    ("checkpoint_9ch", r"9-channel inpainting model.*Load Checkpoint"),
-    ("corrupt", r"Cannot read .*truncated, corrupt"),
-    ("lora", r"holds no UNet weights.*LoRA"),
-])
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("checkpoint_4ch", r"4-channel model .*not an 8-channel instruct model: use Load Checkpoint"),
+        ("checkpoint_9ch", r"9-channel inpainting model.*Load Checkpoint"),
+        ("corrupt", r"Cannot read .*truncated, corrupt"),
+        ("lora", r"holds no UNet weights.*LoRA"),
+    ],
+)
 def test_bad_files_are_refused_with_the_file_and_the_fix(comfy, tiny, name, message):
     with pytest.raises(errors(comfy).InstructModelError, match=message) as info:
         load(comfy, tiny[name])
@@ -142,8 +145,9 @@ def test_node_lists_all_three_folders_and_loads_through_the_graph(comfy, tiny, t
     assert "diffusion_models/tiny-ip2p-sd15-unet.safetensors" in options
     assert "diffusers/tiny-ip2p-pipeline" in options and "diffusers/tiny-ip2p-unet" in options
     assert not any(o.startswith("diffusers/tiny-ip2p-pipeline/") for o in options)
-    model, clip, vae = node.execute(model_name="checkpoints/tiny-ip2p-sd15.safetensors", weights="auto (EMA when present)",
-                                    prediction="auto", weight_dtype="fp16").result
+    model, clip, vae = node.execute(
+        model_name="checkpoints/tiny-ip2p-sd15.safetensors", weights="auto (EMA when present)", prediction="auto", weight_dtype="fp16"
+    ).result
     assert model.model.diffusion_model.input_blocks[0][0].weight.dtype == torch.float16
 
 
@@ -164,14 +168,28 @@ def test_lora_and_freeu_accept_the_loaded_model(comfy, tiny):
     assert "output_block_patch" in patched.model_options["transformer_options"].get("patches", {})
 
 
-@pytest.mark.parametrize("config,expected", [
-    ({"in_channels": 8, "cross_attention_dim": 768}, "SD15_instructpix2pix"),  # timbrooks diffusers release layout
-    ({"in_channels": 8, "cross_attention_dim": 2048, "block_out_channels": (320, 640, 1280),
-      "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-      "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), "transformer_layers_per_block": (1, 2, 10),
-      "attention_head_dim": (5, 10, 20), "use_linear_projection": True, "addition_embed_type": "text_time",
-      "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 2816}, "SDXL_instructpix2pix"),
-])
+@pytest.mark.parametrize(
+    "config,expected",
+    [
+        ({"in_channels": 8, "cross_attention_dim": 768}, "SD15_instructpix2pix"),  # timbrooks diffusers release layout
+        (
+            {
+                "in_channels": 8,
+                "cross_attention_dim": 2048,
+                "block_out_channels": (320, 640, 1280),
+                "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                "transformer_layers_per_block": (1, 2, 10),
+                "attention_head_dim": (5, 10, 20),
+                "use_linear_projection": True,
+                "addition_embed_type": "text_time",
+                "addition_time_embed_dim": 256,
+                "projection_class_embeddings_input_dim": 2816,
+            },
+            "SDXL_instructpix2pix",
+        ),
+    ],
+)
 def test_full_size_diffusers_layouts_convert_to_the_instruct_classes(comfy, config, expected):
     """Full SD1.5 and SDXL (sdxl-instructpix2pix-768 style) diffusers UNets, built on the meta
     device (shapes only), convert to ldm names that ComfyUI detects as its instruct classes."""

@@ -26,8 +26,9 @@ def conds(comfy, loaded):
     pos = nodes.CLIPTextEncode().encode(loaded.clip, "make it winter")[0]
     neg = nodes.CLIPTextEncode().encode(loaded.clip, "")[0]
     cond_node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-    out = cond_node.execute(positive=pos, negative=neg, vae=loaded.vae, image=image,
-                            size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)").result
+    out = cond_node.execute(
+        positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)"
+    ).result
     return {"pos": out[0], "neg": out[1], "latent": out[2], "raw_neg": neg, "raw_pos": pos, "image": image}
 
 
@@ -44,20 +45,33 @@ class CallRecorder:
         if control is not None:
             first = next(t for t in control["output"] if t is not None)
             chunk_norms = [float(x.norm()) for x in first.chunk(len(args["cond_or_uncond"]))]
-        self.calls.append({
-            "branches": list(args["cond_or_uncond"]),
-            "batch": int(args["input"].shape[0]),
-            "control_chunk_norms": chunk_norms,
-            "concat": c.get("c_concat"),
-        })
+        self.calls.append(
+            {
+                "branches": list(args["cond_or_uncond"]),
+                "batch": int(args["input"].shape[0]),
+                "control_chunk_norms": chunk_norms,
+                "concat": c.get("c_concat"),
+            }
+        )
         return apply_model(args["input"], args["timestep"], **c)
 
 
 def sample(comfy, model, pos, neg, latent, text_cfg=7.5, image_cfg=1.5, steps=2, seed=3, sampler="euler", **extra):
     node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
-    out = node.execute(model=model, seed=seed, steps=steps, text_cfg=text_cfg, image_cfg=image_cfg,
-                       sampler_name=sampler, scheduler="normal", positive=pos, negative=neg,
-                       latent_image=latent, denoise=1.0, **extra).result[0]
+    out = node.execute(
+        model=model,
+        seed=seed,
+        steps=steps,
+        text_cfg=text_cfg,
+        image_cfg=image_cfg,
+        sampler_name=sampler,
+        scheduler="normal",
+        positive=pos,
+        negative=neg,
+        latent_image=latent,
+        denoise=1.0,
+        **extra,
+    ).result[0]
     return out["samples"]
 
 
@@ -76,25 +90,63 @@ def test_same_image_as_core_dual_cfg_guider_wired_equivalently(comfy, tiny):
     pos = g.node("CLIPTextEncode", id="pos", clip=ckpt.out(1), text="turn it into a watercolor")
     neg = g.node("CLIPTextEncode", id="neg", clip=ckpt.out(1), text="blurry")
     # core: five nodes and the raw negative wired twice
-    ip2p = g.node("InstructPixToPixConditioning", id="ip2p", positive=pos.out(0), negative=neg.out(0),
-                  vae=ckpt.out(2), pixels=img.out(0))
-    guider = g.node("DualCFGGuider", id="guider", model=ckpt.out(0), cond1=ip2p.out(0), cond2=ip2p.out(1),
-                    negative=neg.out(0), cfg_conds=7.5, cfg_cond2_negative=1.5, style="regular")
-    core = g.node("SamplerCustomAdvanced", id="core", noise=g.node("RandomNoise", id="noise", noise_seed=11).out(0),
-                  guider=guider.out(0), sampler=g.node("KSamplerSelect", id="ks", sampler_name="euler").out(0),
-                  sigmas=g.node("BasicScheduler", id="bs", model=ckpt.out(0), scheduler="normal", steps=3, denoise=1.0).out(0),
-                  latent_image=ip2p.out(2))
+    ip2p = g.node("InstructPixToPixConditioning", id="ip2p", positive=pos.out(0), negative=neg.out(0), vae=ckpt.out(2), pixels=img.out(0))
+    guider = g.node(
+        "DualCFGGuider",
+        id="guider",
+        model=ckpt.out(0),
+        cond1=ip2p.out(0),
+        cond2=ip2p.out(1),
+        negative=neg.out(0),
+        cfg_conds=7.5,
+        cfg_cond2_negative=1.5,
+        style="regular",
+    )
+    core = g.node(
+        "SamplerCustomAdvanced",
+        id="core",
+        noise=g.node("RandomNoise", id="noise", noise_seed=11).out(0),
+        guider=guider.out(0),
+        sampler=g.node("KSamplerSelect", id="ks", sampler_name="euler").out(0),
+        sigmas=g.node("BasicScheduler", id="bs", model=ckpt.out(0), scheduler="normal", steps=3, denoise=1.0).out(0),
+        latent_image=ip2p.out(2),
+    )
     # pack: loader → conditioner → sampler
-    loader = g.node("InstructUNetLoader", id="iload", model_name=CKPT, weights="auto (EMA when present)",
-                    prediction="auto", weight_dtype="default")
-    icond = g.node("InstructImageConditioning", id="icond", positive=pos.out(0), negative=neg.out(0), vae=loader.out(2),
-                   image=img.out(0), size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)")
-    mine = g.node("InstructKSampler", id="mine", model=loader.out(0), seed=11, steps=3, text_cfg=7.5, image_cfg=1.5,
-                  sampler_name="euler", scheduler="normal", positive=icond.out(0), negative=icond.out(1),
-                  latent_image=icond.out(2), denoise=1.0)
+    loader = g.node(
+        "InstructUNetLoader", id="iload", model_name=CKPT, weights="auto (EMA when present)", prediction="auto", weight_dtype="default"
+    )
+    icond = g.node(
+        "InstructImageConditioning",
+        id="icond",
+        positive=pos.out(0),
+        negative=neg.out(0),
+        vae=loader.out(2),
+        image=img.out(0),
+        size_mode="crop to multiple of 8",
+        latent_output="empty (denoise 1.0)",
+    )
+    mine = g.node(
+        "InstructKSampler",
+        id="mine",
+        model=loader.out(0),
+        seed=11,
+        steps=3,
+        text_cfg=7.5,
+        image_cfg=1.5,
+        sampler_name="euler",
+        scheduler="normal",
+        positive=icond.out(0),
+        negative=icond.out(1),
+        latent_image=icond.out(2),
+        denoise=1.0,
+    )
     for node_id, latent in (("dc", core.out(0)), ("dm", mine.out(0))):
-        g.node("SaveImage", id=f"save_{node_id}", images=g.node("VAEDecode", id=node_id, samples=latent, vae=ckpt.out(2)).out(0),
-               filename_prefix=node_id)
+        g.node(
+            "SaveImage",
+            id=f"save_{node_id}",
+            images=g.node("VAEDecode", id=node_id, samples=latent, vae=ckpt.out(2)).out(0),
+            filename_prefix=node_id,
+        )
     result = comfy.run(g.finalize())
     core_latent = result.output("core")["samples"]
     mine_latent = result.output("mine")["samples"]
@@ -103,13 +155,16 @@ def test_same_image_as_core_dual_cfg_guider_wired_equivalently(comfy, tiny):
     assert torch.equal(result.output("dc"), result.output("dm"))
 
 
-@pytest.mark.parametrize("text_cfg,image_cfg,expected", [
-    (7.5, 1.5, [0, 1, 2]),  # uncond, image-only, full
-    (7.5, 1.0, [1, 2]),     # image_cfg 1: no unconditional pass
-    (1.5, 1.5, [0, 2]),     # equal scales: no image-only pass
-    (0.0, 1.5, [0, 1]),     # text_cfg 0: no full pass
-    (1.0, 1.0, [2]),
-])
+@pytest.mark.parametrize(
+    "text_cfg,image_cfg,expected",
+    [
+        (7.5, 1.5, [0, 1, 2]),  # uncond, image-only, full
+        (7.5, 1.0, [1, 2]),  # image_cfg 1: no unconditional pass
+        (1.5, 1.5, [0, 2]),  # equal scales: no image-only pass
+        (0.0, 1.5, [0, 1]),  # text_cfg 0: no full pass
+        (1.0, 1.0, [2]),
+    ],
+)
 def test_only_branches_with_nonzero_weight_are_evaluated(comfy, loaded, conds, text_cfg, image_cfg, expected):
     model, rec = recorded(loaded.model)
     sample(comfy, model, conds["pos"], conds["neg"], conds["latent"], text_cfg, image_cfg, steps=2)
@@ -140,8 +195,14 @@ def test_controlnet_reaches_all_three_branches(comfy, loaded, conds, tiny):
     hint = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(9))
     pos, neg = nodes.ControlNetApplyAdvanced().apply_controlnet(conds["raw_pos"], conds["raw_neg"], cnet, hint, 1.0, 0.0, 1.0)
     cond_node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-    pos, neg, latent = cond_node.execute(positive=pos, negative=neg, vae=loaded.vae, image=conds["image"],
-                                         size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)").result
+    pos, neg, latent = cond_node.execute(
+        positive=pos,
+        negative=neg,
+        vae=loaded.vae,
+        image=conds["image"],
+        size_mode="crop to multiple of 8",
+        latent_output="empty (denoise 1.0)",
+    ).result
     model, rec = recorded(loaded.model)
     with_cn = sample(comfy, model, pos, neg, latent, steps=2)
     for call in rec.calls:
@@ -160,8 +221,14 @@ def test_controlnet_applied_after_the_conditioner_works_the_same(comfy, loaded, 
     hint = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(9))
     before = nodes.ControlNetApplyAdvanced().apply_controlnet(conds["raw_pos"], conds["raw_neg"], cnet, hint, 1.0, 0.0, 1.0)
     cond_node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-    p1, n1, latent = cond_node.execute(positive=before[0], negative=before[1], vae=loaded.vae, image=conds["image"],
-                                       size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)").result
+    p1, n1, latent = cond_node.execute(
+        positive=before[0],
+        negative=before[1],
+        vae=loaded.vae,
+        image=conds["image"],
+        size_mode="crop to multiple of 8",
+        latent_output="empty (denoise 1.0)",
+    ).result
     p2, n2 = nodes.ControlNetApplyAdvanced().apply_controlnet(conds["pos"], conds["neg"], cnet, hint, 1.0, 0.0, 1.0)
     torch.testing.assert_close(sample(comfy, loaded.model, p1, n1, latent), sample(comfy, loaded.model, p2, n2, latent))
 
@@ -213,24 +280,47 @@ def test_guider_node_with_sampler_custom_advanced(comfy, loaded, conds):
 
     import comfy.samplers as comfy_samplers
 
-    guider = comfy.nodes.NODE_CLASS_MAPPINGS["InstructGuider"].execute(
-        model=loaded.model, positive=conds["pos"], negative=conds["neg"], text_cfg=7.5, image_cfg=1.5).result[0]
+    guider = (
+        comfy.nodes.NODE_CLASS_MAPPINGS["InstructGuider"]
+        .execute(model=loaded.model, positive=conds["pos"], negative=conds["neg"], text_cfg=7.5, image_cfg=1.5)
+        .result[0]
+    )
     sigmas = comfy_samplers.calculate_sigmas(loaded.model.get_model_object("model_sampling"), "normal", 2)
-    out = SamplerCustomAdvanced.execute(noise=Noise_RandomNoise(3), guider=guider,
-                                        sampler=comfy_samplers.sampler_object("euler"), sigmas=sigmas,
-                                        latent_image=conds["latent"]).result[0]["samples"]
+    out = SamplerCustomAdvanced.execute(
+        noise=Noise_RandomNoise(3),
+        guider=guider,
+        sampler=comfy_samplers.sampler_object("euler"),
+        sigmas=sigmas,
+        latent_image=conds["latent"],
+    ).result[0]["samples"]
     torch.testing.assert_close(out, sample(comfy, loaded.model, conds["pos"], conds["neg"], conds["latent"]), rtol=0, atol=0)
 
 
 def test_denoise_below_one_starts_from_the_encoded_image(comfy, loaded, conds):
     cond_node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-    pos, neg, latent = cond_node.execute(positive=conds["raw_pos"], negative=conds["raw_neg"], vae=loaded.vae,
-                                         image=conds["image"], size_mode="crop to multiple of 8",
-                                         latent_output="input image (for denoise < 1)").result
+    pos, neg, latent = cond_node.execute(
+        positive=conds["raw_pos"],
+        negative=conds["raw_neg"],
+        vae=loaded.vae,
+        image=conds["image"],
+        size_mode="crop to multiple of 8",
+        latent_output="input image (for denoise < 1)",
+    ).result
     assert torch.count_nonzero(latent["samples"]) > 0
     node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
-    out = node.execute(model=loaded.model, seed=1, steps=4, text_cfg=7.5, image_cfg=1.5, sampler_name="euler",
-                       scheduler="normal", positive=pos, negative=neg, latent_image=latent, denoise=0.0).result[0]
+    out = node.execute(
+        model=loaded.model,
+        seed=1,
+        steps=4,
+        text_cfg=7.5,
+        image_cfg=1.5,
+        sampler_name="euler",
+        scheduler="normal",
+        positive=pos,
+        negative=neg,
+        latent_image=latent,
+        denoise=0.0,
+    ).result[0]
     torch.testing.assert_close(out["samples"], latent["samples"])  # denoise 0: nothing sampled
 
 
@@ -267,6 +357,7 @@ def test_interruption_stops_sampling(comfy, loaded, conds):
 
 
 # ---- plain models and bad inputs -------------------------------------------------------------
+
 
 def test_plain_model_with_plain_conds_is_ordinary_cfg(comfy, tiny, conds):
     import comfy.sd as comfy_sd
@@ -320,22 +411,59 @@ def test_controlnet_lora_and_the_three_nodes_in_one_graph(comfy, tiny, log_captu
     recorder node captures the control signal of every batched UNet call inside the run."""
     image = comfy.input_image("graph.png", seed=3)
     g = comfy.graph()
-    loader = g.node("InstructUNetLoader", id="load", model_name=CKPT, weights="auto (EMA when present)",
-                    prediction="auto", weight_dtype="default")
-    lora = g.node("LoraLoader", id="lora", model=loader.out(0), clip=loader.out(1),
-                  lora_name="tiny-lora-sd15.safetensors", strength_model=1.0, strength_clip=1.0)
+    loader = g.node(
+        "InstructUNetLoader", id="load", model_name=CKPT, weights="auto (EMA when present)", prediction="auto", weight_dtype="default"
+    )
+    lora = g.node(
+        "LoraLoader",
+        id="lora",
+        model=loader.out(0),
+        clip=loader.out(1),
+        lora_name="tiny-lora-sd15.safetensors",
+        strength_model=1.0,
+        strength_clip=1.0,
+    )
     rec = g.node("InstructTestRecordUNetCalls", id="rec", model=lora.out(0))
     pos = g.node("CLIPTextEncode", id="pos", clip=lora.out(1), text="make it autumn")
     neg = g.node("CLIPTextEncode", id="neg", clip=lora.out(1), text="")
     img = g.node("LoadImage", id="img", image=image)
     cnl = g.node("ControlNetLoader", id="cnl", control_net_name="tiny-controlnet-sd15.safetensors")
-    cna = g.node("ControlNetApplyAdvanced", id="cna", positive=pos.out(0), negative=neg.out(0), control_net=cnl.out(0),
-                 image=img.out(0), strength=1.0, start_percent=0.0, end_percent=1.0)
-    cond = g.node("InstructImageConditioning", id="cond", positive=cna.out(0), negative=cna.out(1), vae=loader.out(2),
-                  image=img.out(0), size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)")
-    ks = g.node("InstructKSampler", id="ks", model=rec.out(0), seed=4, steps=2, text_cfg=7.5, image_cfg=1.5,
-                sampler_name="euler_ancestral", scheduler="normal", positive=cond.out(0), negative=cond.out(1),
-                latent_image=cond.out(2), denoise=1.0)
+    cna = g.node(
+        "ControlNetApplyAdvanced",
+        id="cna",
+        positive=pos.out(0),
+        negative=neg.out(0),
+        control_net=cnl.out(0),
+        image=img.out(0),
+        strength=1.0,
+        start_percent=0.0,
+        end_percent=1.0,
+    )
+    cond = g.node(
+        "InstructImageConditioning",
+        id="cond",
+        positive=cna.out(0),
+        negative=cna.out(1),
+        vae=loader.out(2),
+        image=img.out(0),
+        size_mode="crop to multiple of 8",
+        latent_output="empty (denoise 1.0)",
+    )
+    ks = g.node(
+        "InstructKSampler",
+        id="ks",
+        model=rec.out(0),
+        seed=4,
+        steps=2,
+        text_cfg=7.5,
+        image_cfg=1.5,
+        sampler_name="euler_ancestral",
+        scheduler="normal",
+        positive=cond.out(0),
+        negative=cond.out(1),
+        latent_image=cond.out(2),
+        denoise=1.0,
+    )
     dec = g.node("VAEDecode", id="dec", samples=ks.out(0), vae=loader.out(2))
     g.node("SaveImage", id="save", images=dec.out(0), filename_prefix="graph")
     comfy.test_nodes.CALLS.clear()
@@ -351,8 +479,7 @@ def test_controlnet_lora_and_the_three_nodes_in_one_graph(comfy, tiny, log_captu
 
 
 def test_area_mask_and_gligen_of_the_negative_reach_both_of_its_branches(comfy, loaded, conds):
-    neg = [[t, {**d, "area": (4, 4, 0, 0), "mask": torch.ones(1, 8, 8), "gligen": ("position", None, [])}]
-           for t, d in conds["neg"]]
+    neg = [[t, {**d, "area": (4, 4, 0, 0), "mask": torch.ones(1, 8, 8), "gligen": ("position", None, [])}] for t, d in conds["neg"]]
     guider = comfy.pack("samplers.guider").InstructDualCFGGuider(loaded.model, comfy.pack("samplers.dual_cfg").ScaleSchedule(7.5, 1.5))
     guider.set_conds(conds["pos"], neg)
     for key in ("image_only", "negative"):

@@ -26,14 +26,39 @@ def env(comfy, full):
     image = torch.rand(1, 96, 80, 3, generator=torch.Generator().manual_seed(3))
     pos = nodes.CLIPTextEncode().encode(clip, "a cat in a garden")[0]
     neg = nodes.CLIPTextEncode().encode(clip, "blurry")[0]
-    return types.SimpleNamespace(model=model, clip=clip, vae=vae, adapter=adapter, vision=vision, image=image,
-                                 pos=pos, neg=neg, apply_mod=apply_mod, node=comfy.nodes.NODE_CLASS_MAPPINGS["IPAdapterInstructApply"])
+    return types.SimpleNamespace(
+        model=model,
+        clip=clip,
+        vae=vae,
+        adapter=adapter,
+        vision=vision,
+        image=image,
+        pos=pos,
+        neg=neg,
+        apply_mod=apply_mod,
+        node=comfy.nodes.NODE_CLASS_MAPPINGS["IPAdapterInstructApply"],
+    )
 
 
 def apply_node(env, model=None, **kw):
-    args = dict(model=model or env.model, ipadapter=env.adapter, clip_vision=env.vision, clip=env.clip, image=env.image,
-                task="style", instruction="", prompt="a cat in a garden", negative_prompt="blurry", weight=0.8,
-                start_at=0.0, end_at=1.0, guidance="auto (as the reference)", instruct_cfg=6.0, image_cfg=1.0, auto_scale=True)
+    args = dict(
+        model=model or env.model,
+        ipadapter=env.adapter,
+        clip_vision=env.vision,
+        clip=env.clip,
+        image=env.image,
+        task="style",
+        instruction="",
+        prompt="a cat in a garden",
+        negative_prompt="blurry",
+        weight=0.8,
+        start_at=0.0,
+        end_at=1.0,
+        guidance="auto (as the reference)",
+        instruct_cfg=6.0,
+        image_cfg=1.0,
+        auto_scale=True,
+    )
     args.update(kw)
     return env.node.execute(**args).result[0]
 
@@ -66,11 +91,23 @@ def latent(n=1):
 
 def run_sampler(comfy, model, pos, neg, steps=1, text_cfg=5.0, image_cfg=1.5, seed=1, lat=None):
     node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
-    return node.execute(model=model, seed=seed, steps=steps, text_cfg=text_cfg, image_cfg=image_cfg, sampler_name="euler",
-                        scheduler="normal", positive=pos, negative=neg, latent_image=lat or latent(), denoise=1.0).result[0]["samples"]
+    return node.execute(
+        model=model,
+        seed=seed,
+        steps=steps,
+        text_cfg=text_cfg,
+        image_cfg=image_cfg,
+        sampler_name="euler",
+        scheduler="normal",
+        positive=pos,
+        negative=neg,
+        latent_image=lat or latent(),
+        denoise=1.0,
+    ).result[0]["samples"]
 
 
 # ---- loading ----------------------------------------------------------------------------------
+
 
 def test_loader_node_reads_bin_and_safetensors_into_a_managed_module(comfy, full):
     node = comfy.nodes.NODE_CLASS_MAPPINGS["IPAdapterInstructLoader"]
@@ -100,6 +137,7 @@ def test_corrupt_adapter_is_refused(comfy, full, tmp_path):
 
 # ---- encodings ----------------------------------------------------------------------------------
 
+
 def test_text_encoding_is_clip_l_last_layer_77_tokens_without_weights(comfy, env):
     """Against transformers' CLIPTextModel on the same weights: last_hidden_state, 77 tokens, truncated,
     padded with the end token, parentheses taken literally; a CLIPSetLastLayer upstream changes nothing."""
@@ -110,10 +148,19 @@ def test_text_encoding_is_clip_l_last_layer_77_tokens_without_weights(comfy, env
 
     tok_dir = os.path.join(os.path.dirname(sd1_clip.__file__), "sd1_tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77)
-    hf = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-                                      max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu"))
+    hf = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            max_position_embeddings=77,
+            vocab_size=49408,
+            hidden_act="quick_gelu",
+        )
+    )
     prefix = "clip_l.transformer." if any(k.startswith("text_model.") for k in hf.state_dict()) else "clip_l.transformer.text_model."
-    sd = {k[len(prefix):]: v.float() for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
+    sd = {k[len(prefix) :]: v.float() for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
     missing, _ = hf.load_state_dict(sd, strict=False)
     assert not [m for m in missing if "position_ids" not in m]
     text = "a (red:1.5) " + "house " * 90  # weight syntax and more than 77 tokens
@@ -136,6 +183,7 @@ def test_unconditional_image_is_zero_after_normalisation(comfy, env):
 
 
 # ---- patching ---------------------------------------------------------------------------------
+
 
 def test_every_cross_attention_layer_is_patched_including_the_middle_block(comfy, env):
     patched = apply_node(env)
@@ -177,7 +225,7 @@ def _diffusers_unet_from(model):
     to_ldm = comfy_utils.unet_to_diffusers(cfg)
     ldm = model.model.diffusion_model.state_dict()
     unet = UNet2DConditionModel(in_channels=4, cross_attention_dim=768, attention_head_dim=8)
-    unet.load_state_dict({d: ldm[l].float() for d, l in to_ldm.items() if l in ldm}, strict=True)
+    unet.load_state_dict({d: ldm[k].float() for d, k in to_ldm.items() if k in ldm}, strict=True)
     return unet.eval()
 
 
@@ -217,8 +265,11 @@ def test_one_patched_unet_evaluation_matches_diffusers_ip_adapter_attention(comf
     with torch.no_grad():
         expected = unet(x, t, encoder_hidden_states=torch.cat([text, tokens["full"].float()], dim=1)).sample
         mm.load_models_gpu([patched])
-        to = {"patches_replace": patched.model_options["transformer_options"]["patches_replace"], "cond_or_uncond": [0],
-              "sigmas": torch.tensor([1.0])}
+        to = {
+            "patches_replace": patched.model_options["transformer_options"]["patches_replace"],
+            "cond_or_uncond": [0],
+            "sigmas": torch.tensor([1.0]),
+        }
         got = patched.model.diffusion_model(x, t, context=text, transformer_options=to)
         plain = env.model.model.diffusion_model(x, t, context=text, transformer_options={})
     assert not torch.allclose(got, plain, atol=1e-3)  # the adapter changes the output
@@ -226,6 +277,7 @@ def test_one_patched_unet_evaluation_matches_diffusers_ip_adapter_attention(comf
 
 
 # ---- guidance ---------------------------------------------------------------------------------
+
 
 def _branch_predictions(comfy, model, pos, neg, capture):
     """A one-call sampler that records the guider's combined prediction and each branch alone."""
@@ -262,8 +314,9 @@ def test_four_branch_mode_against_its_formula_with_reference_routing(comfy, env)
     capture = {}
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
     with TokenSpy(comfy) as spy:
-        guider.sample(noise, torch.zeros_like(noise), _branch_predictions(comfy, patched, env.pos, env.neg, capture),
-                      torch.tensor([8.0, 0.0]), seed=0)
+        guider.sample(
+            noise, torch.zeros_like(noise), _branch_predictions(comfy, patched, env.pos, env.neg, capture), torch.tensor([8.0, 0.0]), seed=0
+        )
     u, i, e, c = (capture[k] for k in ("uncond", "image_only", "everything", "full"))
     expected = u + 1.5 * (i - u) + 5.0 * (e - i) + 4.0 * (c - e)
     torch.testing.assert_close(capture["combined"], expected, rtol=1e-4, atol=1e-4)
@@ -288,7 +341,9 @@ def test_simple_mode_with_core_ksampler_routes_full_and_uncond_tokens(comfy, env
     guider.set_conds(env.pos, env.neg)
     guider.set_cfg(5.0)
     noise = torch.randn(1, 4, 8, 8)
-    guider.sample(noise, torch.zeros_like(noise), _branch_predictions(comfy, patched, env.pos, env.neg, capture), torch.tensor([8.0, 0.0]), seed=0)
+    guider.sample(
+        noise, torch.zeros_like(noise), _branch_predictions(comfy, patched, env.pos, env.neg, capture), torch.tensor([8.0, 0.0]), seed=0
+    )
     torch.testing.assert_close(capture["combined"], capture["uncond"] + 5.0 * (capture["full"] - capture["uncond"]), rtol=1e-4, atol=1e-4)
 
 
@@ -316,6 +371,7 @@ def test_instruct_ip2p_model_routes_positive_tokens_to_full_and_negative_to_the_
 
 # ---- composition --------------------------------------------------------------------------------
 
+
 def test_stacking_two_applies_chains_both_adapters(comfy, env):
     import comfy.model_management as mm
 
@@ -329,8 +385,11 @@ def test_stacking_two_applies_chains_both_adapters(comfy, env):
 
     def run(m):
         mm.load_models_gpu([m])
-        to = {"patches_replace": m.model_options["transformer_options"].get("patches_replace", {}), "cond_or_uncond": [0],
-              "sigmas": torch.tensor([1.0])}
+        to = {
+            "patches_replace": m.model_options["transformer_options"].get("patches_replace", {}),
+            "cond_or_uncond": [0],
+            "sigmas": torch.tensor([1.0]),
+        }
         with torch.no_grad():
             return m.model.diffusion_model(x, t, context=text, transformer_options=to)
 
@@ -355,27 +414,70 @@ def test_lora_controlnet_and_adapter_in_one_graph(comfy, env, full, log_capture)
     image = comfy.input_image("ip.png", seed=5)
     g = comfy.graph()
     ckpt = g.node("CheckpointLoaderSimple", id="ckpt", ckpt_name="full-sd15-random.safetensors")
-    lora = g.node("LoraLoader", id="lora", model=ckpt.out(0), clip=ckpt.out(1), lora_name="full-lora-sd15-random.safetensors",
-                  strength_model=1.0, strength_clip=1.0)
+    lora = g.node(
+        "LoraLoader",
+        id="lora",
+        model=ckpt.out(0),
+        clip=ckpt.out(1),
+        lora_name="full-lora-sd15-random.safetensors",
+        strength_model=1.0,
+        strength_clip=1.0,
+    )
     ipl = g.node("IPAdapterInstructLoader", id="ipl", ipadapter_file="ip-adapter-instruct-sd15-random.bin")
     cv = g.node("InstructTestTinyClipVision", id="cv")
     img = g.node("LoadImage", id="img", image=image)
-    ipa = g.node("IPAdapterInstructApply", id="ipa", model=lora.out(0), ipadapter=ipl.out(0), clip_vision=cv.out(0),
-                 clip=lora.out(1), image=img.out(0), task="object", instruction="", prompt="a cat", negative_prompt="",
-                 weight=0.7, start_at=0.0, end_at=1.0, guidance="auto (as the reference)", instruct_cfg=4.0, image_cfg=1.5,
-                 auto_scale=True)
+    ipa = g.node(
+        "IPAdapterInstructApply",
+        id="ipa",
+        model=lora.out(0),
+        ipadapter=ipl.out(0),
+        clip_vision=cv.out(0),
+        clip=lora.out(1),
+        image=img.out(0),
+        task="object",
+        instruction="",
+        prompt="a cat",
+        negative_prompt="",
+        weight=0.7,
+        start_at=0.0,
+        end_at=1.0,
+        guidance="auto (as the reference)",
+        instruct_cfg=4.0,
+        image_cfg=1.5,
+        auto_scale=True,
+    )
     rec = g.node("InstructTestRecordUNetCalls", id="rec", model=ipa.out(0))
     pos = g.node("CLIPTextEncode", id="pos", clip=lora.out(1), text="a cat")
     neg = g.node("CLIPTextEncode", id="neg", clip=lora.out(1), text="")
     cnl = g.node("ControlNetLoader", id="cnl", control_net_name="full-controlnet-sd15-random.safetensors")
-    cna = g.node("ControlNetApplyAdvanced", id="cna", positive=pos.out(0), negative=neg.out(0), control_net=cnl.out(0),
-                 image=img.out(0), strength=1.0, start_percent=0.0, end_percent=1.0)
+    cna = g.node(
+        "ControlNetApplyAdvanced",
+        id="cna",
+        positive=pos.out(0),
+        negative=neg.out(0),
+        control_net=cnl.out(0),
+        image=img.out(0),
+        strength=1.0,
+        start_percent=0.0,
+        end_percent=1.0,
+    )
     empty = g.node("EmptyLatentImage", id="empty", width=64, height=64, batch_size=1)
-    ks = g.node("InstructKSampler", id="ks", model=rec.out(0), seed=1, steps=1, text_cfg=5.0, image_cfg=1.0,
-                sampler_name="euler", scheduler="normal", positive=cna.out(0), negative=cna.out(1), latent_image=empty.out(0),
-                denoise=1.0)
-    g.node("SaveImage", id="save", images=g.node("VAEDecode", id="dec", samples=ks.out(0), vae=ckpt.out(2)).out(0),
-           filename_prefix="ip")
+    ks = g.node(
+        "InstructKSampler",
+        id="ks",
+        model=rec.out(0),
+        seed=1,
+        steps=1,
+        text_cfg=5.0,
+        image_cfg=1.0,
+        sampler_name="euler",
+        scheduler="normal",
+        positive=cna.out(0),
+        negative=cna.out(1),
+        latent_image=empty.out(0),
+        denoise=1.0,
+    )
+    g.node("SaveImage", id="save", images=g.node("VAEDecode", id="dec", samples=ks.out(0), vae=ckpt.out(2)).out(0), filename_prefix="ip")
     comfy.test_nodes.CALLS.clear()
     result = comfy.run(g.finalize())
     calls = list(comfy.test_nodes.CALLS)
@@ -387,7 +489,8 @@ def test_lora_controlnet_and_adapter_in_one_graph(comfy, env, full, log_capture)
 
 
 def test_adapter_for_another_base_is_refused(comfy, env):
-    fake = types.SimpleNamespace(spec=types.SimpleNamespace(base="SDXL", resampler=types.SimpleNamespace(output_dim=2048)),
-                                 source="ip-adapter-instruct-sdxl.bin")
+    fake = types.SimpleNamespace(
+        spec=types.SimpleNamespace(base="SDXL", resampler=types.SimpleNamespace(output_dim=2048)), source="ip-adapter-instruct-sdxl.bin"
+    )
     with pytest.raises(comfy.pack("models.errors").InstructInputError, match="SDXL adapter but the model is SD1.5.*sd15"):
         env.apply_mod.check_base(env.model, fake)

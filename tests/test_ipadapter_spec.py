@@ -12,21 +12,25 @@ from conftest import pure
 spec_mod = pure("models.ipadapter_instruct")
 errors = pure("models.errors")
 
-SD15 = spec_mod.ResamplerConfig(dim=768, depth=4, num_queries=16, image_dim=1280, text_dim=768, output_dim=768,
-                                ff_mult=4, ff_mult_secondary=2)
+SD15 = spec_mod.ResamplerConfig(
+    dim=768, depth=4, num_queries=16, image_dim=1280, text_dim=768, output_dim=768, ff_mult=4, ff_mult_secondary=2
+)
 
 
 def random_groups(seed=0, cfg=SD15, widths=None):
     spec = spec_mod.AdapterSpec("SD1.5", cfg, {2 * i + 1: w for i, w in enumerate(widths or spec_mod.SD15_LAYERS)})
     proj_shapes, ip_shapes = spec_mod.expected_shapes(spec)
     g = torch.Generator().manual_seed(seed)
-    image_proj = {k: torch.randn(s, generator=g) / (s[-1] ** 0.5 if len(s) > 1 else 4) + (1.0 if k.endswith("weight") and len(s) == 1 else 0.0)
-                  for k, s in proj_shapes.items()}
+    image_proj = {
+        k: torch.randn(s, generator=g) / (s[-1] ** 0.5 if len(s) > 1 else 4) + (1.0 if k.endswith("weight") and len(s) == 1 else 0.0)
+        for k, s in proj_shapes.items()
+    }
     ip = {k: torch.randn(s, generator=g) / s[-1] ** 0.5 for k, s in ip_shapes.items()}
     return image_proj, ip
 
 
 # ---- an independent, functional implementation of the published resampler ---------------------
+
 
 def ln(x, sd, p):
     return F.layer_norm(x, x.shape[-1:], sd[p + ".weight"], sd[p + ".bias"], eps=1e-5)
@@ -64,7 +68,11 @@ def test_projection_matches_the_independent_implementation():
     image_proj, ip = random_groups()
     adapter = spec_mod.build_adapter({"image_proj": image_proj, "ip_adapter": ip}, "x.bin")
     g = torch.Generator().manual_seed(1)
-    image, instruction, prompt = torch.randn(2, 257, 1280, generator=g), torch.randn(1, 77, 768, generator=g), torch.randn(1, 77, 768, generator=g)
+    image, instruction, prompt = (
+        torch.randn(2, 257, 1280, generator=g),
+        torch.randn(1, 77, 768, generator=g),
+        torch.randn(1, 77, 768, generator=g),
+    )
     with torch.no_grad():
         got = adapter.image_proj(image, instruction.expand(2, -1, -1), prompt.expand(2, -1, -1))
     expected = reference_resampler(image_proj, image, instruction.expand(2, -1, -1), prompt.expand(2, -1, -1))
@@ -101,11 +109,14 @@ def test_detection_reads_sd15_from_shapes():
     assert spec.base == "SD1.5" and spec.resampler == SD15 and len(spec.layer_dims) == 16
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda p, i: p.pop("prompt_layers.3.1.3.weight"), "missing 1"),
-    (lambda p, i: i.update({"33.to_k_ip.weight": torch.zeros(320, 768)}), "unknown 1"),
-    (lambda p, i: i.update({"31.to_k_ip.weight": torch.zeros(640, 768)}), "wrong shape"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda p, i: p.pop("prompt_layers.3.1.3.weight"), "missing 1"),
+        (lambda p, i: i.update({"33.to_k_ip.weight": torch.zeros(320, 768)}), "unknown 1"),
+        (lambda p, i: i.update({"31.to_k_ip.weight": torch.zeros(640, 768)}), "wrong shape"),
+    ],
+)
 def test_strict_key_check(mutate, message):
     image_proj, ip = random_groups()
     mutate(image_proj, ip)
@@ -113,13 +124,20 @@ def test_strict_key_check(mutate, message):
         spec_mod.build_adapter({"image_proj": image_proj, "ip_adapter": ip}, "x.bin")
 
 
-@pytest.mark.parametrize("image_proj,ip,message", [
-    ({"proj.weight": torch.zeros(1), "norm.weight": torch.zeros(1)}, {"1.to_k_ip.weight": torch.zeros(1)}, "plain IP-Adapter"),
-    ({"latents": torch.zeros(1, 16, 768), "proj_in.weight": torch.zeros(1)}, {"1.to_k_ip.weight": torch.zeros(1)}, "IP-Adapter Plus"),
-    ({"proj.0.weight": torch.zeros(1)}, {"1.to_k_lora.down.weight": torch.zeros(1)}, "FaceID"),
-    ({"latents": torch.zeros(1), "proj_out_big.weight": torch.zeros(1), "proj_new_input.weight": torch.zeros(1)}, {"0.to_k_ip.weight": torch.zeros(1)}, "SD3"),
-    ({"latents": torch.zeros(1)}, {}, "no 'ip_adapter' weights"),
-])
+@pytest.mark.parametrize(
+    "image_proj,ip,message",
+    [
+        ({"proj.weight": torch.zeros(1), "norm.weight": torch.zeros(1)}, {"1.to_k_ip.weight": torch.zeros(1)}, "plain IP-Adapter"),
+        ({"latents": torch.zeros(1, 16, 768), "proj_in.weight": torch.zeros(1)}, {"1.to_k_ip.weight": torch.zeros(1)}, "IP-Adapter Plus"),
+        ({"proj.0.weight": torch.zeros(1)}, {"1.to_k_lora.down.weight": torch.zeros(1)}, "FaceID"),
+        (
+            {"latents": torch.zeros(1), "proj_out_big.weight": torch.zeros(1), "proj_new_input.weight": torch.zeros(1)},
+            {"0.to_k_ip.weight": torch.zeros(1)},
+            "SD3",
+        ),
+        ({"latents": torch.zeros(1)}, {}, "no 'ip_adapter' weights"),
+    ],
+)
 def test_other_adapter_kinds_are_named(image_proj, ip, message):
     with pytest.raises(errors.InstructModelError, match=message):
         spec_mod.detect(image_proj, ip, "other.bin")

@@ -12,8 +12,10 @@ errors = pure("models.errors")
 
 
 def ldm(channels=8):
-    return {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, channels, 3, 3),
-            "model.diffusion_model.out.2.weight": torch.zeros(4, 320, 3, 3)}
+    return {
+        "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, channels, 3, 3),
+        "model.diffusion_model.out.2.weight": torch.zeros(4, 320, 3, 3),
+    }
 
 
 def test_layouts_are_told_apart_by_keys():

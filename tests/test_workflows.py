@@ -67,7 +67,8 @@ def substitute(api: dict, image: str, full: bool) -> dict:
     """Point every model input at the test models; 64x64 and 2 steps to keep it quick."""
     api = copy.deepcopy(api)
     names = {
-        ("InstructUNetLoader", "model_name"): "checkpoints/full-ip2p-sd15-random.safetensors" if full
+        ("InstructUNetLoader", "model_name"): "checkpoints/full-ip2p-sd15-random.safetensors"
+        if full
         else "checkpoints/tiny-ip2p-sd15.safetensors",
         ("CheckpointLoaderSimple", "ckpt_name"): "full-sd15-random.safetensors",
         ("ControlNetLoader", "control_net_name"): "tiny-controlnet-sd15.safetensors",
@@ -75,8 +76,10 @@ def substitute(api: dict, image: str, full: bool) -> dict:
         ("IPAdapterInstructLoader", "ipadapter_file"): "ip-adapter-instruct-sd15-random.bin",
         ("CLIPVisionLoader", "clip_name"): "clip-vit-h-14-random.safetensors",
         ("LoadImage", "image"): image,
-        ("EmptyLatentImage", "width"): 64, ("EmptyLatentImage", "height"): 64,
-        ("InstructKSampler", "steps"): 2, ("BasicScheduler", "steps"): 2,
+        ("EmptyLatentImage", "width"): 64,
+        ("EmptyLatentImage", "height"): 64,
+        ("InstructKSampler", "steps"): 2,
+        ("BasicScheduler", "steps"): 2,
     }
     for node in api.values():
         for (kind, name), value in names.items():
