@@ -7,7 +7,7 @@ without a ComfyUI checkout.
 from __future__ import annotations
 
 import enum
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
@@ -94,7 +94,3 @@ def check_latent_channels(latent: torch.Tensor, node: str, source: str) -> None:
             f"{node}: the {source} has shape {tuple(latent.shape)}; instruct UNets take a 4-channel SD/SDXL latent. "
             "Use the SD1.5/SDXL VAE that belongs to the model (an SD3/Flux VAE gives 16 channels)."
         )
-
-
-def image_latent_or_none(latent: Optional[dict]) -> Optional[torch.Tensor]:
-    return None if latent is None else latent["samples"]

@@ -97,7 +97,7 @@ class IPInstructAttention:
             to_k, to_v = layers[f"{self.layer}_to_k_ip"], layers[f"{self.layer}_to_v_ip"]
             w = to_k.weight
             tokens = self.tokens.for_chunks(names, chunk, w.device, w.dtype)
-            cached = (to_k(tokens).to(q.dtype), to_v(tokens).to(q.dtype))
+            cached = (to_k(tokens).to(q.device, q.dtype), to_v(tokens).to(q.device, q.dtype))
             if len(self._kv_cache) > 8:
                 self._kv_cache.clear()
             self._kv_cache[key] = cached
