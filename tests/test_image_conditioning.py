@@ -160,3 +160,42 @@ def test_grey_rgba_and_odd_sizes_run_through_the_sampler(comfy, parts):
                 denoise=1.0,
             ).result[0]
             assert out["samples"].shape == latent["samples"].shape and torch.isfinite(out["samples"]).all()
+
+
+def test_the_unscaled_latent_is_right_for_every_family(comfy):
+    """The conditioner attaches the unscaled latent; ComfyUI's instruct models scale it where the
+    family needs it: CosXL Edit (EDM v-prediction) by the SDXL factor, diffusers-trained SDXL and
+    SD1.5 instruct models not at all. Checked on the real model classes, built on the meta device
+    from an SDXL-instruct-shaped state dict (with and without CosXL's markers)."""
+    pytest.importorskip("diffusers")
+    from diffusers import UNet2DConditionModel
+
+    import comfy.model_detection as detection
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(
+            in_channels=8,
+            cross_attention_dim=2048,
+            block_out_channels=(320, 640, 1280),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10),
+            attention_head_dim=(5, 10, 20),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
+        )
+    ldm = comfy.pack("models.diffusers_unet").diffusers_to_ldm(unet.state_dict(), "unet")
+    latent, noise = torch.randn(1, 4, 8, 8), torch.zeros(1, 4, 8, 8)
+
+    def concat(markers: dict):
+        sd = {**ldm, **markers}
+        config = detection.model_config_from_unet(sd, "")
+        config.set_inference_dtype(torch.float32, None)
+        model = config.get_model(sd, "", device="meta")
+        return model.concat_cond(concat_latent_image=latent, noise=noise, device="cpu")
+
+    cosxl = concat({"edm_vpred.sigma_max": torch.tensor(120.0), "edm_vpred.sigma_min": torch.tensor(0.002)})
+    torch.testing.assert_close(cosxl, latent * 0.13025)
+    torch.testing.assert_close(concat({}), latent)

@@ -494,3 +494,25 @@ def test_adapter_for_another_base_is_refused(comfy, env):
     )
     with pytest.raises(comfy.pack("models.errors").InstructInputError, match="SDXL adapter but the model is SD1.5.*sd15"):
         env.apply_mod.check_base(env.model, fake)
+
+
+def test_adapter_on_a_full_instruct_model_with_the_dual_cfg_path(comfy, env, full):
+    loaded = comfy.pack("models.instruct_loader").load_instruct(str(full["instruct_checkpoint"]))
+    patched = apply_node(env, model=loaded.model, task="style", clip=loaded.clip)
+    cond = (
+        comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
+        .execute(
+            positive=env.pos,
+            negative=env.neg,
+            vae=loaded.vae,
+            image=torch.rand(1, 64, 64, 3),
+            size_mode="crop to multiple of 8",
+            latent_output="empty (denoise 1.0)",
+        )
+        .result
+    )
+    with TokenSpy(comfy) as spy:
+        out = run_sampler(comfy, patched, cond[0], cond[1], steps=1, text_cfg=7.5, image_cfg=1.5, lat=cond[2])
+    assert torch.isfinite(out).all()
+    # full branch → the adapter's positive tokens, image-only and unconditional → its negative tokens
+    assert any(sorted(c) == ["full", "uncond", "uncond"] for c in spy.calls)
