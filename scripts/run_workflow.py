@@ -190,7 +190,11 @@ def run_in_process(comfy: Any, api: dict, progress: Optional[Callable] = None) -
 
     missing = sorted({n["class_type"] for n in api.values()} - set(comfy.nodes.NODE_CLASS_MAPPINGS))
     if missing:
-        raise RunError(f"node types not available in this ComfyUI: {', '.join(missing)} (is the pack installed?)", EXIT_INPUT)
+        raise RunError(
+            f"node types not available in this ComfyUI: {', '.join(missing)}. In-process runs load ComfyUI's core "
+            "nodes and this pack only; run against a server that has the other packs (--server URL).",
+            EXIT_INPUT,
+        )
     ok, error, outputs, node_errors = comfy.validate(api)
     if not ok:
         raise RunError(f"the workflow failed validation: {error.get('message', error)}\n{format_node_errors(node_errors, api)}", EXIT_INPUT)
