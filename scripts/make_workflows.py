@@ -109,6 +109,7 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
                 links.append([link_id, value.node.id, value.slot, node.id, slot, out_type])
                 out_links.setdefault((value.node.id, value.slot), []).append(link_id)
     link_of = {(link[3], link[4]): link[0] for link in links}
+    positions = layout(graph, object_info, socket_lists)
     for order, node in enumerate(graph.nodes):
         info = object_info[node.type]
         values = []
@@ -128,8 +129,8 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
         entry = {
             "id": node.id,
             "type": node.type,
-            "pos": [40 + 360 * node.column, 60 + 260 * node.row],
-            "size": [320, 200],
+            "pos": positions[node.id][0],
+            "size": positions[node.id][1],
             "flags": {},
             "order": order,
             "mode": 0,
@@ -170,6 +171,25 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
         "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "info": {"pack": PACK_ID}},
         "version": 0.4,
     }
+
+
+def node_size(info: dict, sockets: int) -> list[int]:
+    """Roughly the size the frontend gives the node: a row per socket, a row per widget, text boxes taller."""
+    widgets = [(kind, opts) for _n, kind, opts, _o in wf.input_specs(info) if wf.is_widget(kind)]
+    rows = max(sockets, len(info["output"]))
+    height = 40 + 22 * rows + sum(80 if kind == "STRING" and opts.get("multiline") else 26 for kind, opts in widgets)
+    return [340, height]
+
+
+def layout(graph: Graph, object_info: dict, socket_lists: dict) -> dict[int, tuple[list[int], list[int]]]:
+    """Columns left to right; within a column, nodes stacked in row order without overlapping."""
+    placed, next_y = {}, {}
+    for node in sorted(graph.nodes, key=lambda n: (n.column, n.row)):
+        size = node_size(object_info[node.type], len(socket_lists[node.id]))
+        y = next_y.get(node.column, 60)
+        placed[node.id] = ([40 + 400 * node.column, y], size)
+        next_y[node.column] = y + size[1] + 50
+    return placed
 
 
 PACK_NODES = {
