@@ -168,7 +168,7 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
         "links": links,
         "groups": [],
         "config": {},
-        "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "info": {"pack": PACK_ID}},
+        "extra": {"ds": {"scale": 0.75, "offset": [120, 300]}, "info": {"pack": PACK_ID}},
         "version": 0.4,
     }
 
@@ -178,6 +178,8 @@ def node_size(info: dict, sockets: int) -> list[int]:
     widgets = [(kind, opts) for _n, kind, opts, _o in wf.input_specs(info) if wf.is_widget(kind)]
     rows = max(sockets, len(info["output"]))
     height = 40 + 22 * rows + sum(80 if kind == "STRING" and opts.get("multiline") else 26 for kind, opts in widgets)
+    if any(opts.get("image_upload") for _kind, opts in widgets):
+        height += 260  # the frontend shows the picked image under the widgets
     return [340, height]
 
 
@@ -518,10 +520,14 @@ def thumbnail(graph: Graph, path: Path) -> None:
 
     img = Image.new("RGB", (512, 320), (28, 30, 38))
     draw = ImageDraw.Draw(img)
-    draw.text((20, 16), graph.title, fill=(240, 240, 240), font=font(20))
+    import textwrap
+
+    lines = textwrap.wrap(graph.title, width=44)[:2]
+    for i, line in enumerate(lines):
+        draw.text((20, 12 + 24 * i), line, fill=(240, 240, 240), font=font(19 if len(lines) == 1 else 17))
     shown = [n for n in graph.nodes if n.type not in ("CLIPTextEncode", "VAEDecode", "SaveImage")]
     for i, node in enumerate(shown[:8]):
-        x, y = 20 + (i % 2) * 246, 64 + (i // 2) * 60
+        x, y = 20 + (i % 2) * 246, 70 + (i // 2) * 60
         colour = (86, 120, 200) if node.type in PACK_NODES else (70, 74, 88)
         draw.rounded_rectangle([x, y, x + 226, y + 46], radius=8, fill=colour)
         draw.text((x + 10, y + 14), node.title or node.type, fill=(255, 255, 255), font=font(14))
