@@ -63,13 +63,25 @@ def load_adapter(path: str) -> LoadedAdapter:
 
 
 def clip_l_last_hidden(clip: Any, text: str) -> torch.Tensor:
-    """[1, 77, 768]: CLIP-L final-layer, final-LN states of the first 77 tokens, weights syntax off."""
-    c = clip.clone()
-    c.clip_layer(-10000)  # |index| beyond the depth selects the last layer (after the final layer norm)
-    tokens = c.tokenize(text, disable_weights=True)
-    tokens = {key: chunks[:1] for key, chunks in tokens.items()}
-    cond = c.encode_from_tokens(tokens)
-    return cond[:, :77, :768].to(mm.intermediate_device())
+    """[1, 77, 768]: CLIP-L final-layer, final-LN states of the first 77 tokens, weights syntax off.
+
+    CLIP-L is called directly (SD1.5 and SDXL CLIPs both hold it as ``clip_l``): on SDXL,
+    ``clip_layer()`` cannot select the last layer in ComfyUI 0.8, because the encode call's second
+    ``set_clip_options`` (the execution device) falls back to CLIP-L's default layer (-2).
+    """
+    encoder = getattr(clip.cond_stage_model, "clip_l", None)
+    if encoder is None:
+        raise InstructInputError(f"{NODE}: the CLIP has no CLIP-L text encoder; connect the base model's CLIP (SD1.5 or SDXL).")
+    tokens = clip.tokenize(text, disable_weights=True)["l"][:1]
+    clip.load_model()
+    try:
+        encoder.reset_clip_options()
+        encoder.set_clip_options({"execution_device": clip.patcher.load_device})
+        encoder.set_clip_options({"layer": None})  # None selects the last layer, after the final layer norm
+        hidden = encoder.encode_token_weights(tokens)[0]
+    finally:
+        encoder.reset_clip_options()
+    return hidden[:, :77].to(mm.intermediate_device())
 
 
 def image_hidden(clip_vision: Any, image: torch.Tensor) -> torch.Tensor:

@@ -516,3 +516,30 @@ def test_adapter_on_a_full_instruct_model_with_the_dual_cfg_path(comfy, env, ful
     assert torch.isfinite(out).all()
     # full branch → the adapter's positive tokens, image-only and unconditional → its negative tokens
     assert any(sorted(c) == ["full", "uncond", "uncond"] for c in spy.calls)
+
+
+def test_sdxl_encoding_uses_clip_l_alone_at_its_last_layer(comfy, env):
+    """On an SDXL CLIP the adapter's text inputs are CLIP-L's last-layer (final-LN) states — the same
+    numbers the SD1.5 path gives for the same CLIP-L weights — not the 2048-d SDXL conditioning.
+    (CLIP-G is shrunk to 3 layers here; only CLIP-L's half is used.)"""
+    import comfy.sd as comfy_sd
+    import comfy.supported_models as sm
+
+    target = sm.SDXL(dict(sm.SDXL.unet_config)).clip_target()
+    sdxl_clip = comfy_sd.CLIP(target, model_options={"clip_g_model_config": {"num_hidden_layers": 3}})
+    prefix = "clip_l.transformer."
+    l_weights = {k[len(prefix) :]: v for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
+    missing, _ = sdxl_clip.cond_stage_model.clip_l.load_sd(l_weights)
+    assert not [m for m in missing if "position_ids" not in m]
+    g_weights = {}
+    for name, tensor in sdxl_clip.cond_stage_model.clip_g.state_dict().items():
+        g_weights[name] = tensor if name.endswith("position_ids") else factory.fill("g." + name, tensor.shape).to(tensor.dtype)
+    sdxl_clip.cond_stage_model.clip_g.load_state_dict(g_weights, strict=False)
+    text = "use the composition"
+    on_sdxl = env.apply_mod.clip_l_last_hidden(sdxl_clip, text)
+    on_sd15 = env.apply_mod.clip_l_last_hidden(env.clip, text)
+    assert tuple(on_sdxl.shape) == (1, 77, 768)
+    torch.testing.assert_close(on_sdxl, on_sd15, rtol=1e-4, atol=1e-4)
+    default_cond = sdxl_clip.encode_from_tokens(sdxl_clip.tokenize(text))
+    assert default_cond.shape[-1] == 2048
+    assert not torch.allclose(default_cond[..., :768].float(), on_sd15.float(), atol=1e-2)  # penultimate, no final LN
