@@ -232,33 +232,69 @@ def finish(g: Graph, latent_ref, vae_ref, column: int) -> None:
     g.add("SaveImage", ROLE_SAVE, column + 1, 0, images=dec.out(0), filename_prefix=f"instruct/{g.name}")
 
 
-def edit_sampler(
+def instruct_ksampler(
     g: Graph,
-    loader: Node,
+    column: int,
     model,
-    cond: Node,
+    positive,
+    negative,
+    latent,
+    seed: int = 1371,
+    steps: int = 20,
     text_cfg: float = 7.5,
     image_cfg: float = 1.5,
     sampler: str = "euler_ancestral",
     scheduler: str = "normal",
-) -> None:
-    ks = g.add(
+) -> Node:
+    return g.add(
         "InstructKSampler",
-        column=3,
+        column=column,
         row=0,
         model=model,
-        seed=1371,
-        steps=20,
+        seed=seed,
+        steps=steps,
         text_cfg=text_cfg,
         image_cfg=image_cfg,
         sampler_name=sampler,
         scheduler=scheduler,
-        positive=cond.out(0),
-        negative=cond.out(1),
-        latent_image=cond.out(2),
+        positive=positive,
+        negative=negative,
+        latent_image=latent,
         denoise=1.0,
     )
+
+
+def edit_sampler(g: Graph, loader: Node, model, cond: Node, **settings) -> None:
+    ks = instruct_ksampler(g, 3, model, cond.out(0), cond.out(1), cond.out(2), **settings)
     finish(g, ks.out(0), loader.out(2), 4)
+
+
+def ip_adapter(g: Graph, model, clip, prompt: str, negative: str, weight: float) -> Node:
+    """Adapter loader + CLIP vision + reference image → IPAdapter-Instruct Apply (style task)."""
+    ipl = g.add("IPAdapterInstructLoader", column=0, row=1, ipadapter_file="ip-adapter-instruct-sd15.bin")
+    cv = g.add("CLIPVisionLoader", column=0, row=2, clip_name="CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors")
+    ref = g.add("LoadImage", ROLE_REFERENCE, 0, 3, image="example.png")
+    return g.add(
+        "IPAdapterInstructApply",
+        column=1,
+        row=0,
+        model=model,
+        ipadapter=ipl.out(0),
+        clip_vision=cv.out(0),
+        clip=clip,
+        image=ref.out(0),
+        task="style",
+        instruction="",
+        prompt=prompt,
+        negative_prompt=negative,
+        weight=weight,
+        start_at=0.0,
+        end_at=1.0,
+        guidance="auto (as the reference)",
+        instruct_cfg=6.0,
+        image_cfg=1.0,
+        auto_scale=True,
+    )
 
 
 IP2P = "checkpoints/instruct-pix2pix-00-22000.safetensors"
@@ -388,50 +424,25 @@ IP_NOTE = (
 def ipadapter_sd15() -> Graph:
     g = Graph("ipadapter_instruct_sd15", "IPAdapter-Instruct (SD1.5): pick the task", IP_NOTE)
     ckpt = g.add("CheckpointLoaderSimple", column=0, row=0, ckpt_name="v1-5-pruned-emaonly.safetensors")
-    ipl = g.add("IPAdapterInstructLoader", column=0, row=1, ipadapter_file="ip-adapter-instruct-sd15.bin")
-    cv = g.add("CLIPVisionLoader", column=0, row=2, clip_name="CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors")
-    ref = g.add("LoadImage", ROLE_REFERENCE, 0, 3, image="example.png")
     prompt = "a cat sitting in a sunny garden, best quality"
     negative = "monochrome, lowres, bad anatomy, worst quality, low quality"
-    ipa = g.add(
-        "IPAdapterInstructApply",
-        column=1,
-        row=0,
-        model=ckpt.out(0),
-        ipadapter=ipl.out(0),
-        clip_vision=cv.out(0),
-        clip=ckpt.out(1),
-        image=ref.out(0),
-        task="style",
-        instruction="",
-        prompt=prompt,
-        negative_prompt=negative,
-        weight=0.8,
-        start_at=0.0,
-        end_at=1.0,
-        guidance="auto (as the reference)",
-        instruct_cfg=6.0,
-        image_cfg=1.0,
-        auto_scale=True,
-    )
+    ipa = ip_adapter(g, ckpt.out(0), ckpt.out(1), prompt, negative, weight=0.8)
     pos = g.add("CLIPTextEncode", ROLE_PROMPT, 1, 2, clip=ckpt.out(1), text=prompt)
     neg = g.add("CLIPTextEncode", ROLE_NEGATIVE, 1, 3, clip=ckpt.out(1), text=negative)
     empty = g.add("EmptyLatentImage", column=2, row=2, width=512, height=512, batch_size=1)
-    ks = g.add(
-        "InstructKSampler",
-        column=2,
-        row=0,
-        model=ipa.out(0),
+    ks = instruct_ksampler(
+        g,
+        2,
+        ipa.out(0),
+        pos.out(0),
+        neg.out(0),
+        empty.out(0),
         seed=52222246,
         steps=30,
         text_cfg=6.0,
         image_cfg=1.0,
-        sampler_name="dpmpp_2m",
+        sampler="dpmpp_2m",
         scheduler="karras",
-        positive=pos.out(0),
-        negative=neg.out(0),
-        latent_image=empty.out(0),
-        denoise=1.0,
     )
     finish(g, ks.out(0), ckpt.out(2), 3)
     return g
@@ -446,53 +457,15 @@ def instruct_edit_ip_style() -> Graph:
         "weight 0.5-0.7 so the instruction still leads.",
     )
     loader = g.add("InstructUNetLoader", column=0, row=0, model_name=IP2P)
-    ipl = g.add("IPAdapterInstructLoader", column=0, row=1, ipadapter_file="ip-adapter-instruct-sd15.bin")
-    cv = g.add("CLIPVisionLoader", column=0, row=2, clip_name="CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors")
-    ref = g.add("LoadImage", ROLE_REFERENCE, 0, 3, image="example.png")
-    img = g.add("LoadImage", ROLE_IMAGE, 0, 4, image="example.png")
     instruction = "turn it into a painting"
-    ipa = g.add(
-        "IPAdapterInstructApply",
-        column=1,
-        row=0,
-        model=loader.out(0),
-        ipadapter=ipl.out(0),
-        clip_vision=cv.out(0),
-        clip=loader.out(1),
-        image=ref.out(0),
-        task="style",
-        instruction="",
-        prompt=instruction,
-        negative_prompt="",
-        weight=0.6,
-        start_at=0.0,
-        end_at=1.0,
-        guidance="auto (as the reference)",
-        instruct_cfg=6.0,
-        image_cfg=1.0,
-        auto_scale=True,
-    )
+    ipa = ip_adapter(g, loader.out(0), loader.out(1), instruction, "", weight=0.6)
+    img = g.add("LoadImage", ROLE_IMAGE, 0, 4, image="example.png")
     pos = g.add("CLIPTextEncode", ROLE_INSTRUCTION, 1, 2, clip=loader.out(1), text=instruction)
     neg = g.add("CLIPTextEncode", ROLE_NEGATIVE, 1, 3, clip=loader.out(1), text="")
     cond = g.add(
         "InstructImageConditioning", column=2, row=2, positive=pos.out(0), negative=neg.out(0), vae=loader.out(2), image=img.out(0)
     )
-    ks = g.add(
-        "InstructKSampler",
-        column=2,
-        row=0,
-        model=ipa.out(0),
-        seed=1371,
-        steps=20,
-        text_cfg=7.5,
-        image_cfg=1.5,
-        sampler_name="euler_ancestral",
-        scheduler="normal",
-        positive=cond.out(0),
-        negative=cond.out(1),
-        latent_image=cond.out(2),
-        denoise=1.0,
-    )
+    ks = instruct_ksampler(g, 2, ipa.out(0), cond.out(0), cond.out(1), cond.out(2))
     finish(g, ks.out(0), loader.out(2), 3)
     return g
 
