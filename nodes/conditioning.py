@@ -19,7 +19,7 @@ from ..models.image_latent import (
     fit_mask,
     to_rgb,
 )
-from ..samplers.guider import IMAGE_KEY
+from ..samplers.guider import IMAGE_KEY, with_values
 from .common import CATEGORY
 
 NODE = "InstructImageConditioning"
@@ -27,11 +27,6 @@ NODE = "InstructImageConditioning"
 
 def _resize(nchw: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return comfy.utils.common_upscale(nchw, width, height, "bicubic", "disabled")
-
-
-def attach_image(conditioning: list, latent: torch.Tensor) -> list:
-    """A copy of ``conditioning`` with the image latent on every entry (input is not mutated)."""
-    return [[tensor, {**extras, IMAGE_KEY: latent}] for tensor, extras in conditioning]
 
 
 class InstructImageConditioning(io.ComfyNode):
@@ -111,9 +106,8 @@ class InstructImageConditioning(io.ComfyNode):
             latent = vae.encode(pixels)
             check_latent_channels(latent, NODE, "VAE output")
 
-        out_latent: dict = {"samples": torch.zeros_like(latent)}
-        if LatentMode(latent_output) is LatentMode.IMAGE or mask is not None:
-            out_latent = {"samples": latent.clone()}
+        keep_image = LatentMode(latent_output) is LatentMode.IMAGE or mask is not None
+        out_latent: dict = {"samples": latent.clone() if keep_image else torch.zeros_like(latent)}
         if mask is not None:
             if image_latent is None:  # same crop/resize as the image; ComfyUI scales it to the latent later
                 mask = fit_mask(mask, (image.shape[1], image.shape[2]), mode, NODE, _resize)
@@ -121,4 +115,4 @@ class InstructImageConditioning(io.ComfyNode):
                 mask = mask.unsqueeze(0)
             check_batches(latent.shape[0], mask.shape[0], "mask", NODE)
             out_latent["noise_mask"] = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
-        return io.NodeOutput(attach_image(positive, latent), attach_image(negative, latent), out_latent)
+        return io.NodeOutput(with_values(positive, {IMAGE_KEY: latent}), with_values(negative, {IMAGE_KEY: latent}), out_latent)

@@ -59,7 +59,7 @@ def _image_latent(conditioning: list) -> Optional[torch.Tensor]:
     return None
 
 
-def _with_values(conditioning: list, set_values: dict, drop: tuple[str, ...] = ()) -> list:
+def with_values(conditioning: list, set_values: dict, drop: tuple[str, ...] = ()) -> list:
     """A copy of a CONDITIONING list with keys set/dropped (inputs are never mutated)."""
     out = []
     for tensor, extras in conditioning:
@@ -92,7 +92,7 @@ def build_branches(
                 "8-channel instruct model, so it would silently ignore the image. Load the model with "
                 "'Instruct UNet Loader' (or remove 'Instruct Image Conditioning' for a plain text-to-image run)."
             )
-        negative = _with_values(negative, {"prompt_type": "negative"})
+        negative = with_values(negative, {"prompt_type": "negative"})
         if four_branch:  # IP-Adapter-Instruct: the three negative-text branches differ only in IP tokens
             return {FULL: positive, EVERYTHING: negative, IMAGE_ONLY: negative, UNCOND: negative}
         return {FULL: positive, UNCOND: negative}
@@ -105,11 +105,11 @@ def build_branches(
     image_only = negative
     if negative_image is None:
         log.info("%s: 'negative' has no image latent; using the positive's for the image-only branch", node)
-        image_only = _with_values(negative, {IMAGE_KEY: positive_image})
+        image_only = with_values(negative, {IMAGE_KEY: positive_image})
     return {
         FULL: positive,
-        IMAGE_ONLY: _with_values(image_only, {"prompt_type": "negative"}),
-        UNCOND: _with_values(negative, {"prompt_type": "negative"}, drop=(IMAGE_KEY,)),
+        IMAGE_ONLY: with_values(image_only, {"prompt_type": "negative"}),
+        UNCOND: with_values(negative, {"prompt_type": "negative"}, drop=(IMAGE_KEY,)),
     }
 
 

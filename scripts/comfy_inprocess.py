@@ -64,7 +64,6 @@ class InProcessComfy:
         work_dir: Optional[Path] = None,
         cpu: bool = True,
         model_dirs: Optional[dict[str, list[str]]] = None,
-        use_default_folders: bool = True,
     ) -> None:
         self.root = Path(root)
         if str(self.root) not in sys.path:
@@ -83,15 +82,8 @@ class InProcessComfy:
             folder_paths.set_output_directory(str(Path(work_dir) / "output"))
             folder_paths.set_temp_directory(str(Path(work_dir) / "temp"))
             folder_paths.set_user_directory(str(Path(work_dir) / "user"))
-        if not use_default_folders:
-            for kind in model_dirs or {}:
-                if kind in folder_paths.folder_names_and_paths:
-                    folder_paths.folder_names_and_paths[kind] = ([], folder_paths.folder_names_and_paths[kind][1])
-        for kind, dirs in (model_dirs or {}).items():
-            for d in dirs:
-                Path(d).mkdir(parents=True, exist_ok=True)
-                if kind in folder_paths.folder_names_and_paths:
-                    folder_paths.add_model_folder_path(kind, str(d), is_default=True)
+        # Folders ComfyUI knows now are added before the pack loads; the pack's own (ipadapter) after.
+        pending = self._add_model_dirs(model_dirs or {})
         import utils.install_util  # noqa: F401  (must precede `nodes`, or comfy/utils.py shadows the package)
         import execution
         import nodes
@@ -103,13 +95,19 @@ class InProcessComfy:
         self.pack_loaded = asyncio.run(nodes.load_custom_node(str(PACK_DIR), ignore=self.core_ids))
         # ComfyUI names the package after its path; its submodules hang below that name.
         self.pack_module_name = str(PACK_DIR).replace(".", "_x_")
-        for kind, dirs in (model_dirs or {}).items():  # folders the pack registers exist only now
-            for d in dirs:
-                if kind not in self.core_folder_kinds():
-                    folder_paths.add_model_folder_path(kind, str(d), is_default=True)
+        self._add_model_dirs(pending)
 
-    def core_folder_kinds(self) -> set:
-        return {"checkpoints", "diffusion_models", "vae", "text_encoders", "loras", "controlnet", "diffusers", "clip_vision", "embeddings"}
+    def _add_model_dirs(self, model_dirs: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Register the folders of every known kind; return those of kinds not registered yet."""
+        pending = {}
+        for kind, dirs in model_dirs.items():
+            if kind not in self.folder_paths.folder_names_and_paths:
+                pending[kind] = dirs
+                continue
+            for d in dirs:
+                Path(d).mkdir(parents=True, exist_ok=True)
+                self.folder_paths.add_model_folder_path(kind, str(d), is_default=True)
+        return pending
 
     def object_info(self, class_type: str) -> dict:
         """The ``/object_info`` entry of a node type (V3 and V1 nodes)."""
