@@ -94,3 +94,59 @@ def check_latent_channels(latent: torch.Tensor, node: str, source: str) -> None:
             f"{node}: the {source} has shape {tuple(latent.shape)}; instruct UNets take a 4-channel SD/SDXL latent. "
             "Use the SD1.5/SDXL VAE that belongs to the model (an SD3/Flux VAE gives 16 channels)."
         )
+
+
+def composite_into_original(
+    edited: torch.Tensor,
+    original: torch.Tensor,
+    mask: torch.Tensor,
+    feather: int,
+    mode: SizeMode,
+    node: str,
+    resize: Callable[[torch.Tensor, int, int], torch.Tensor],
+) -> torch.Tensor:
+    """Paste the edited image back into the original, inside the mask only: outside, the original pixels.
+
+    ``edited`` is the decoded edit (the size the conditioner made the original: cropped or resized to
+    multiples of 8); the result has the original's size. ``mask`` may be drawn on the original or be
+    the size of the edit (the sampler's edit mask). The feather ramps inwards from the mask's edge, so
+    where the mask is 0 the output is the original, bit for bit.
+    """
+    from ..samplers.regions import batch_mask, feather_inward
+
+    original, edited = to_rgb(original, node), to_rgb(edited, node)
+    height, width = original.shape[1], original.shape[2]
+    h, w = edited.shape[1], edited.shape[2]
+    if (h, w) not in ((height, width), target_size(height, width, mode, node)):
+        raise InstructInputError(
+            f"{node}: the edited image is {w}x{h} but the original is {width}x{height}, which '{mode.value}' makes "
+            f"{target_size(height, width, mode, node)[1]}x{target_size(height, width, mode, node)[0]}. Connect the "
+            "original that was edited and choose the same size_mode as in 'Instruct Image Conditioning'."
+        )
+    mask = batch_mask(mask, "mask", node)
+    batch = max(original.shape[0], edited.shape[0], mask.shape[0])
+    for what, n in (("original", original.shape[0]), ("edited image", edited.shape[0]), ("mask", mask.shape[0])):
+        check_batches(batch, n, what, node)
+    top, left = (height - h) // 2, (width - w) // 2
+    if (h, w) == (height, width):
+        canvas = edited
+    elif mode is SizeMode.CROP:
+        canvas = original.expand(batch, -1, -1, -1).clone()
+        canvas[:, top : top + h, left : left + w, :] = edited
+    else:
+        canvas = resize(edited.movedim(-1, 1), width, height).movedim(1, -1).clamp(0.0, 1.0)
+    if tuple(mask.shape[1:]) == (h, w) and (h, w) != (height, width):
+        if mode is SizeMode.CROP:  # outside the crop nothing was edited
+            placed = mask.new_zeros((mask.shape[0], height, width))
+            placed[:, top : top + h, left : left + w] = mask
+            mask = placed
+        else:
+            mask = resize(mask[:, None], width, height)[:, 0].clamp(0.0, 1.0)
+    elif tuple(mask.shape[1:]) != (height, width):
+        raise InstructInputError(
+            f"{node}: the mask is {mask.shape[2]}x{mask.shape[1]}; it must be the size of the original ({width}x{height}) "
+            f"or of the edited image ({w}x{h})."
+        )
+    weight = feather_inward(mask[:, None], max(0, int(feather)))[:, 0, :, :, None].to(canvas)
+    blended = canvas * weight + original * (1.0 - weight)
+    return torch.where(weight > 0, blended, original.expand_as(blended))

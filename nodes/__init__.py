@@ -21,6 +21,8 @@ NODE_CLASSES: tuple[tuple[str, str], ...] = (
     ("conditioning", "InstructImageConditioning"),
     ("sampling", "InstructKSampler"),
     ("sampling", "InstructGuider"),
+    ("regions", "InstructKSamplerEditMask"),
+    ("regions", "InstructRegionComposite"),
     ("ipadapter", "IPAdapterInstructLoader"),
     ("ipadapter", "IPAdapterInstructApply"),
 )

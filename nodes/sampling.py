@@ -17,13 +17,116 @@ _BRANCHES_DOC = (
     "image), image-only = negative with the image, unconditional = negative with a zero image; "
     "out = uncond + image_cfg·(image_only − uncond) + text_cfg·(full − image_only). Branches whose weight "
     "is zero are not evaluated. On a plain (4-channel) model with plain conds it is ordinary CFG at text_cfg."
+    " Optional region_mask: only that region is edited, outside it the input image is reconstructed."
 )
 
 
-def make_guider(model, positive, negative, text_cfg, image_cfg, node, guidance_rescale=0.0, **windows) -> InstructDualCFGGuider:
+def make_guider(
+    model, positive, negative, text_cfg, image_cfg, node, guidance_rescale=0.0, region_mask=None, region_feather=16, **windows
+) -> InstructDualCFGGuider:
     guider = InstructDualCFGGuider(model, schedule_from(text_cfg, image_cfg, **windows), guidance_rescale, node=node)
     guider.set_conds(positive, negative)
+    guider.set_region(region_mask, region_feather)
     return guider
+
+
+def ksampler_inputs() -> list[io.Input]:
+    """Inputs of the KSampler-style nodes, in core KSampler's order (guidance in place of cfg)."""
+    return [
+        io.Model.Input("model", tooltip="An instruct model (Instruct UNet Loader), optionally patched by LoRA, FreeU, etc."),
+        io.Int.Input(
+            "seed",
+            default=0,
+            min=0,
+            max=0xFFFFFFFFFFFFFFFF,
+            control_after_generate=True,
+            tooltip="Seed of the initial noise (same noise as core KSampler for the same seed).",
+        ),
+        io.Int.Input(
+            "steps",
+            default=20,
+            min=1,
+            max=10000,
+            tooltip="Sampling steps (the original InstructPix2Pix used 100; 20–30 is usually enough).",
+        ),
+        *guidance_inputs(),
+        io.Combo.Input(
+            "sampler_name",
+            options=comfy.samplers.KSampler.SAMPLERS,
+            default="euler_ancestral",
+            tooltip="Sampling algorithm; the original InstructPix2Pix used euler_ancestral.",
+        ),
+        io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal", tooltip="Noise schedule."),
+        io.Conditioning.Input("positive", tooltip="Instruction conditioning carrying the input image (from Instruct Image Conditioning)."),
+        io.Conditioning.Input(
+            "negative",
+            tooltip="Negative / empty-text conditioning (from Instruct Image Conditioning, or raw: the image "
+            "latent is added for the image-only branch).",
+        ),
+        io.Latent.Input(
+            "latent_image",
+            tooltip="Starting latent: the conditioner's latent output (empty, or the encoded image for denoise < 1).",
+        ),
+        io.Float.Input(
+            "denoise",
+            default=1.0,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            tooltip="1.0 edits from pure noise; lower values start from latent_image (SDEdit-style).",
+        ),
+    ]
+
+
+def region_inputs() -> list[io.Input]:
+    return [
+        io.Mask.Input(
+            "region_mask",
+            optional=True,
+            tooltip="Optional region to edit (same size as the input image: draw it in Load Image's mask editor, or use "
+            "the edit mask of 'Instruct KSampler + Edit Mask'). Outside it every step sees the input image's noised "
+            "latent, so the outside is reconstructed, not regenerated.",
+        ),
+        io.Int.Input(
+            "region_feather",
+            default=16,
+            min=0,
+            max=512,
+            step=8,
+            optional=True,
+            tooltip="Feather width in pixels, inside the region's edge (the edit fades in over this width; outside the "
+            "region stays untouched). Applied on the 8-pixel latent grid.",
+        ),
+    ]
+
+
+def run_ksampler(guider: InstructDualCFGGuider, model, seed, steps, sampler_name, scheduler, latent_image, denoise) -> dict:
+    """Sample like core KSampler (same noise, sigmas, preview, progress bar) with the given guider."""
+    samples = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
+    noise = comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
+    sigmas = comfy.samplers.KSampler(
+        model,
+        steps=steps,
+        device=model.load_device,
+        sampler=sampler_name,
+        scheduler=scheduler,
+        denoise=denoise,
+        model_options=model.model_options,
+    ).sigmas
+    callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
+    out = guider.sample(
+        noise,
+        samples,
+        comfy.samplers.sampler_object(sampler_name),
+        sigmas,
+        denoise_mask=latent_image.get("noise_mask"),
+        callback=callback,
+        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+        seed=seed,
+    )
+    result = latent_image.copy()
+    result["samples"] = out.to(comfy.model_management.intermediate_device())
+    return result
 
 
 class InstructKSampler(io.ComfyNode):
@@ -34,53 +137,7 @@ class InstructKSampler(io.ComfyNode):
             display_name="Instruct KSampler (dual CFG)",
             category=f"{CATEGORY}/sampling",
             description="KSampler for instruction editing with separate text and image guidance, exact to InstructPix2Pix." + _BRANCHES_DOC,
-            inputs=[
-                io.Model.Input("model", tooltip="An instruct model (Instruct UNet Loader), optionally patched by LoRA, FreeU, etc."),
-                io.Int.Input(
-                    "seed",
-                    default=0,
-                    min=0,
-                    max=0xFFFFFFFFFFFFFFFF,
-                    control_after_generate=True,
-                    tooltip="Seed of the initial noise (same noise as core KSampler for the same seed).",
-                ),
-                io.Int.Input(
-                    "steps",
-                    default=20,
-                    min=1,
-                    max=10000,
-                    tooltip="Sampling steps (the original InstructPix2Pix used 100; 20–30 is usually enough).",
-                ),
-                *guidance_inputs(),
-                io.Combo.Input(
-                    "sampler_name",
-                    options=comfy.samplers.KSampler.SAMPLERS,
-                    default="euler_ancestral",
-                    tooltip="Sampling algorithm; the original InstructPix2Pix used euler_ancestral.",
-                ),
-                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal", tooltip="Noise schedule."),
-                io.Conditioning.Input(
-                    "positive", tooltip="Instruction conditioning carrying the input image (from Instruct Image Conditioning)."
-                ),
-                io.Conditioning.Input(
-                    "negative",
-                    tooltip="Negative / empty-text conditioning (from Instruct Image Conditioning, or raw: the image "
-                    "latent is added for the image-only branch).",
-                ),
-                io.Latent.Input(
-                    "latent_image",
-                    tooltip="Starting latent: the conditioner's latent output (empty, or the encoded image for denoise < 1).",
-                ),
-                io.Float.Input(
-                    "denoise",
-                    default=1.0,
-                    min=0.0,
-                    max=1.0,
-                    step=0.01,
-                    tooltip="1.0 edits from pure noise; lower values start from latent_image (SDEdit-style).",
-                ),
-                *advanced_guidance_inputs(),
-            ],
+            inputs=[*ksampler_inputs(), *advanced_guidance_inputs(), *region_inputs()],
             outputs=[io.Latent.Output(display_name="LATENT", tooltip="The edited latent; decode it with the VAE.")],
         )
 
@@ -98,35 +155,10 @@ class InstructKSampler(io.ComfyNode):
         negative,
         latent_image,
         denoise,
-        guidance_rescale=0.0,
-        **windows,
+        **options,
     ) -> io.NodeOutput:
-        guider = make_guider(model, positive, negative, text_cfg, image_cfg, "InstructKSampler", guidance_rescale, **windows)
-        samples = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
-        noise = comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
-        sigmas = comfy.samplers.KSampler(
-            model,
-            steps=steps,
-            device=model.load_device,
-            sampler=sampler_name,
-            scheduler=scheduler,
-            denoise=denoise,
-            model_options=model.model_options,
-        ).sigmas
-        callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
-        out = guider.sample(
-            noise,
-            samples,
-            comfy.samplers.sampler_object(sampler_name),
-            sigmas,
-            denoise_mask=latent_image.get("noise_mask"),
-            callback=callback,
-            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
-            seed=seed,
-        )
-        result = latent_image.copy()
-        result["samples"] = out.to(comfy.model_management.intermediate_device())
-        return io.NodeOutput(result)
+        guider = make_guider(model, positive, negative, text_cfg, image_cfg, "InstructKSampler", **options)
+        return io.NodeOutput(run_ksampler(guider, model, seed, steps, sampler_name, scheduler, latent_image, denoise))
 
 
 class InstructGuider(io.ComfyNode):
@@ -143,10 +175,11 @@ class InstructGuider(io.ComfyNode):
                 io.Conditioning.Input("negative", tooltip="Negative / empty-text conditioning."),
                 *guidance_inputs(),
                 *advanced_guidance_inputs(),
+                *region_inputs(),
             ],
             outputs=[io.Guider.Output(display_name="GUIDER", tooltip="Connect to SamplerCustomAdvanced.")],
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, text_cfg, image_cfg, guidance_rescale=0.0, **windows) -> io.NodeOutput:
-        return io.NodeOutput(make_guider(model, positive, negative, text_cfg, image_cfg, "InstructGuider", guidance_rescale, **windows))
+    def execute(cls, model, positive, negative, text_cfg, image_cfg, **options) -> io.NodeOutput:
+        return io.NodeOutput(make_guider(model, positive, negative, text_cfg, image_cfg, "InstructGuider", **options))

@@ -9,6 +9,7 @@ three-way guidance, not only its image half).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
@@ -30,6 +31,7 @@ from .dual_cfg import (
     equivalent_cfg_pair,
     rescale_guidance,
 )
+from .regions import EditMaskAccumulator, EditMaskOptions, check_batch, feather_inward, latent_feather, region_in_latent
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,38 @@ def build_branches(
     }
 
 
+@dataclass
+class _RegionRun:
+    """Per-sampling state of region-restricted editing and of the edit mask.
+
+    ``reference`` is the input image's latent in the model's latent space; outside the blend mask
+    every model call sees ``noise_scaling(σ, noise, reference)`` (the input's noised trajectory,
+    with the sampling's own noise) and returns ``reference``, as ComfyUI's inpainting does.
+    """
+
+    noise: torch.Tensor
+    reference: Optional[torch.Tensor]
+    fixed: Optional[torch.Tensor]  # a given region, [B,1,h,w] blend weights
+    edit: Optional[EditMaskAccumulator] = None
+    options: Optional[EditMaskOptions] = None
+    window_sigma: float = 0.0  # the edit mask accumulates while σ > window_sigma
+    derived: Optional[torch.Tensor] = field(default=None)
+
+    def accumulating(self, sigma: float) -> bool:
+        return self.edit is not None and sigma > self.window_sigma
+
+    def blend_mask(self, sigma: float) -> Optional[torch.Tensor]:
+        mask = self.fixed
+        if self.options is not None and self.options.restrict and sigma <= self.window_sigma:
+            if self.derived is None:
+                soft = self.edit.mask(self.options.blur, self.options.threshold)
+                if soft is None:  # nothing was accumulated: nothing to restrict to
+                    return mask
+                self.derived = feather_inward(soft, latent_feather(self.options.feather))
+            mask = self.derived if mask is None else mask * self.derived
+        return mask
+
+
 def _check_image_batch(conds: dict[str, list], latent_batch: int, node: str) -> None:
     """Explicit broadcast rule: an image batch of 1 goes with any latent batch, N only with N."""
     for branch in (FULL, IMAGE_ONLY):
@@ -164,6 +198,32 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
             self.branches, token_sets = (UNCOND, FULL), ("uncond", "full")
         self.token_sets = token_sets
         self.cfg = schedule.text_cfg  # what generic code reading ``guider.cfg`` should see
+        self.region_mask: Optional[torch.Tensor] = None
+        self.region_feather = 0
+        self.edit_mask_options: Optional[EditMaskOptions] = None
+        #: After sampling with ``track_edit_mask``: the edit mask [B,1,h,w] in latent cells (None if no step ran).
+        self.edit_mask: Optional[torch.Tensor] = None
+        self._run: Optional[_RegionRun] = None
+
+    def set_region(self, mask: Optional[torch.Tensor], feather: int = 0) -> None:
+        """Restrict the edit to ``mask`` (a MASK the size of the input image): outside it every step
+        sees the input image's noised latent, so the outside is reconstructed, not regenerated."""
+        if mask is not None and not self.instruct:
+            raise InstructInputError(
+                f"{self.node}: 'region_mask' needs an instruct model and the input image latent of 'Instruct Image "
+                "Conditioning' (it is what the outside of the region is reconstructed from). Load the model with "
+                "'Instruct UNet Loader', or disconnect 'region_mask'."
+            )
+        self.region_mask, self.region_feather = mask, int(feather)
+
+    def track_edit_mask(self, options: EditMaskOptions) -> None:
+        """Derive the edit mask from the full and image-only branches during sampling (no extra UNet call)."""
+        if not self.instruct:
+            raise InstructInputError(
+                f"{self.node}: the edit mask compares the instruction branch with the image-only branch of an instruct "
+                "model; this model is a plain one. Load an 8-channel instruct model with 'Instruct UNet Loader'."
+            )
+        self.edit_mask_options = options
 
     def set_conds(self, positive: list, negative: list) -> None:
         branches = build_branches(self.model_patcher, positive, negative, node=self.node, four_branch=self.four_branch)
@@ -189,6 +249,10 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         needed = chain.needed_branches()
         if model_options.get("disable_cfg1_optimization", False):
             needed = frozenset(self.branches)
+        run = self._run
+        tracking = run is not None and run.accumulating(float(timestep.reshape(-1)[0]))
+        if tracking:  # both are evaluated anyway unless image_cfg == text_cfg or a window switched one off
+            needed = needed | {FULL, IMAGE_ONLY}
         conds = [self.conds.get(_COND_KEYS[name]) if name in needed else None for name in self.branches]
         options = {
             **model_options,
@@ -196,6 +260,8 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         }
         out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, options)
         preds = {name: (out[k] if conds[k] is not None else None) for k, name in enumerate(self.branches)}
+        if tracking:
+            run.edit.add(preds[FULL], preds[IMAGE_ONLY])
         combined = chain.combine(preds)
 
         reference = next(preds[name] for name in reversed(self.branches) if preds[name] is not None)
@@ -218,6 +284,63 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
             )
         return combined
 
+    def outer_predict_noise(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        model_options: dict = {},
+        seed: Optional[int] = None,  # noqa: B006
+    ) -> torch.Tensor:
+        """Region blend around the whole prediction (wrappers included), like ComfyUI's inpainting."""
+        run = self._run
+        mask = run.blend_mask(float(timestep.reshape(-1)[0])) if run is not None else None
+        if mask is None:
+            return super().outer_predict_noise(x, timestep, model_options, seed)
+        keep = 1.0 - mask
+        noised = self.inner_model.scale_latent_inpaint(x=x, sigma=timestep, noise=run.noise, latent_image=run.reference)
+        out = super().outer_predict_noise(x * mask + noised * keep, timestep, model_options, seed)
+        return out * mask + run.reference * keep
+
+    def _start_run(self, noise: torch.Tensor, sigmas: torch.Tensor, latent_shapes: Optional[list]) -> Optional[_RegionRun]:
+        if self.region_mask is None and self.edit_mask_options is None:
+            return None
+        if latent_shapes is not None and len(latent_shapes) > 1:
+            raise InstructInputError(f"{self.node}: region editing and the edit mask do not support nested (multi-part) latents.")
+        reference = None
+        fixed = None
+        if self.region_mask is not None or self.edit_mask_options.restrict:
+            image = next(c[IMAGE_KEY] for c in self.original_conds["positive"] if c.get(IMAGE_KEY) is not None)
+            if tuple(image.shape[-2:]) != tuple(noise.shape[-2:]):
+                raise InstructInputError(
+                    f"{self.node}: the latent to sample is {noise.shape[-1] * 8}x{noise.shape[-2] * 8} but the input image is "
+                    f"{image.shape[-1] * 8}x{image.shape[-2] * 8}; region editing reconstructs the outside from the input image, "
+                    "so sample the latent output of 'Instruct Image Conditioning' (same size as the image)."
+                )
+            reference = self.inner_model.process_latent_in(image.to(noise)).expand_as(noise).contiguous()
+        if self.region_mask is not None:
+            fixed = region_in_latent(self.region_mask, tuple(noise.shape[-2:]), self.region_feather, "region_mask", self.node).to(noise)
+            if not bool((fixed > 0).any()):
+                log.warning("%s: 'region_mask' is empty, so nothing will be edited (the output reconstructs the input)", self.node)
+        run = _RegionRun(noise=noise, reference=reference, fixed=fixed)
+        if self.edit_mask_options is not None:
+            steps = int(sigmas.shape[-1]) - 1
+            k = self.edit_mask_options.window_steps(steps)
+            run.edit, run.options, run.window_sigma = EditMaskAccumulator(), self.edit_mask_options, float(sigmas[k])
+            if self.edit_mask_options.restrict and k >= steps:
+                log.info("%s: the edit mask accumulates over every step, so no step is left to restrict", self.node)
+        return run
+
+    def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, latent_shapes=None):
+        self._run = self._start_run(noise, sigmas, latent_shapes)
+        try:
+            return super().inner_sample(
+                noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, latent_shapes=latent_shapes
+            )
+        finally:
+            run, self._run = self._run, None
+            if run is not None and run.edit is not None:
+                self.edit_mask = run.edit.mask(run.options.blur, run.options.threshold)
+
     def sample(
         self,
         noise: torch.Tensor,
@@ -230,4 +353,8 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         seed: Optional[int] = None,
     ) -> torch.Tensor:
         _check_image_batch(self.original_conds, int(noise.shape[0]), self.node)
+        if self.region_mask is not None:
+            masks = self.region_mask.reshape((-1,) + tuple(self.region_mask.shape[-2:])).shape[0]
+            check_batch(int(masks), int(noise.shape[0]), "region_mask", self.node)
+        self.edit_mask = None
         return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)

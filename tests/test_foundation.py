@@ -16,6 +16,8 @@ EXPECTED_NODES = {
     "InstructGuider",
     "IPAdapterInstructLoader",
     "IPAdapterInstructApply",
+    "InstructKSamplerEditMask",
+    "InstructRegionComposite",
 }
 
 

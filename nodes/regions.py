@@ -1,0 +1,172 @@
+"""Edits that stay where they belong: the edit-mask sampler and the pixel composite."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.utils
+from comfy_api.latest import io
+
+from ..models.image_latent import SizeMode, composite_into_original
+from ..samplers.regions import EditMaskOptions, to_pixels
+from .common import CATEGORY, advanced_guidance_inputs
+from .sampling import ksampler_inputs, make_guider, run_ksampler
+
+log = logging.getLogger(__name__)
+
+RESTRICT = "restrict the rest of the sampling"
+MASK_ONLY = "off: only output the mask"
+
+
+class InstructKSamplerEditMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="InstructKSamplerEditMask",
+            display_name="Instruct KSampler + Edit Mask",
+            category=f"{CATEGORY}/sampling",
+            description=(
+                "Instruct KSampler that also finds where the instruction changes the image: during the first "
+                "mask_steps of the sampling it accumulates |full − image-only| (the two branches the dual-CFG "
+                "sampler evaluates anyway, so no extra UNet pass), blurs and thresholds it into a MASK. By default "
+                "the rest of the sampling is then restricted to that mask (outside it the input image is "
+                "reconstructed). Inspect the MASK, edit it with mask nodes, or reuse it as the region_mask of "
+                "Instruct KSampler / Instruct Guider and in Instruct Region Composite."
+            ),
+            inputs=[
+                *ksampler_inputs(),
+                io.Float.Input(
+                    "mask_steps",
+                    default=0.4,
+                    min=0.01,
+                    max=1.0,
+                    step=0.05,
+                    tooltip="Fraction of the steps (from the first) over which the branch difference is accumulated. "
+                    "Early steps decide the layout of the edit; 0.3–0.5 is usually right.",
+                ),
+                io.Float.Input(
+                    "mask_blur",
+                    default=16.0,
+                    min=0.0,
+                    max=256.0,
+                    step=1.0,
+                    tooltip="Smoothing of the difference map: Gaussian sigma in pixels (0 = none). Larger values give "
+                    "rounder, more connected masks.",
+                ),
+                io.Float.Input(
+                    "mask_threshold",
+                    default=0.5,
+                    min=0.0,
+                    max=1.0,
+                    step=0.05,
+                    tooltip="The map is scaled so its strongest change is 1; cells at or above this value are in the mask. "
+                    "Lower it to grow the mask. 0 returns the soft map itself.",
+                ),
+                io.Combo.Input(
+                    "restrict",
+                    options=[RESTRICT, MASK_ONLY],
+                    default=RESTRICT,
+                    tooltip="Restrict the steps after mask_steps to the mask (outside it the input is reconstructed), or "
+                    "sample exactly like Instruct KSampler and only output the mask.",
+                ),
+                io.Int.Input(
+                    "region_feather",
+                    default=16,
+                    min=0,
+                    max=512,
+                    step=8,
+                    tooltip="Feather of the restriction in pixels, inside the mask's edge (outside stays untouched).",
+                ),
+                *advanced_guidance_inputs(),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="LATENT", tooltip="The edited latent; decode it with the VAE."),
+                io.Mask.Output(
+                    display_name="edit_mask",
+                    tooltip="Where the instruction changes the image, at the size of the edited image (1 = changed).",
+                ),
+            ],
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        model,
+        seed,
+        steps,
+        text_cfg,
+        image_cfg,
+        sampler_name,
+        scheduler,
+        positive,
+        negative,
+        latent_image,
+        denoise,
+        mask_steps,
+        mask_blur,
+        mask_threshold,
+        restrict,
+        region_feather,
+        **options,
+    ) -> io.NodeOutput:
+        guider = make_guider(model, positive, negative, text_cfg, image_cfg, "InstructKSamplerEditMask", **options)
+        guider.track_edit_mask(EditMaskOptions(mask_steps, mask_blur, mask_threshold, restrict == RESTRICT, region_feather))
+        latent = run_ksampler(guider, model, seed, steps, sampler_name, scheduler, latent_image, denoise)
+        mask = guider.edit_mask
+        if mask is None:
+            log.warning("InstructKSamplerEditMask: no sampling step ran (denoise 0?), so the edit mask is empty")
+            samples = latent["samples"]
+            return io.NodeOutput(latent, torch.zeros(samples.shape[0], samples.shape[-2] * 8, samples.shape[-1] * 8))
+        return io.NodeOutput(latent, to_pixels(mask).float().cpu())
+
+
+def _resize(nchw: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    return comfy.utils.common_upscale(nchw, width, height, "bicubic", "disabled")
+
+
+class InstructRegionComposite(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="InstructRegionComposite",
+            display_name="Instruct Region Composite",
+            category=f"{CATEGORY}/image",
+            description=(
+                "Pastes the decoded edit back into the original image inside the mask only. Outside the mask the "
+                "output is the original's pixels exactly (no VAE round trip), at the original's full size (the "
+                "cropped or resized border of the conditioner is restored too); the feather blends inwards from "
+                "the mask's edge."
+            ),
+            inputs=[
+                io.Image.Input("edited", tooltip="The decoded edit (VAE Decode of the sampler's latent)."),
+                io.Image.Input("original", tooltip="The input image that was edited (the one fed to Instruct Image Conditioning)."),
+                io.Mask.Input(
+                    "mask",
+                    tooltip="Where the edit is kept: a mask drawn on the original, or the edit_mask of Instruct KSampler + "
+                    "Edit Mask (the size of the edit).",
+                ),
+                io.Int.Input(
+                    "feather",
+                    default=16,
+                    min=0,
+                    max=512,
+                    step=1,
+                    tooltip="Feather width in pixels, inside the mask's edge (0 = hard edge). Outside the mask stays the original.",
+                ),
+                io.Combo.Input(
+                    "size_mode",
+                    options=[m.value for m in SizeMode],
+                    default=SizeMode.CROP.value,
+                    tooltip="How Instruct Image Conditioning made the original a multiple of 8 (use the same setting), "
+                    "so the edit is put back where it came from.",
+                ),
+            ],
+            outputs=[io.Image.Output(display_name="IMAGE", tooltip="The original with the edit inside the mask, at the original's size.")],
+        )
+
+    @classmethod
+    def execute(cls, edited, original, mask, feather, size_mode) -> io.NodeOutput:
+        out = composite_into_original(edited, original, mask, feather, SizeMode(size_mode), "InstructRegionComposite", _resize)
+        return io.NodeOutput(out)

@@ -1,0 +1,163 @@
+"""Masks for edits that stay where they belong: pure torch, tested without ComfyUI.
+
+Three jobs, shared by the sampler (latent space) and the pixel composite:
+
+* **Edit mask** (DiffEdit's idea on the branches the dual-CFG sampler evaluates anyway): where the
+  instruction changes the prediction, ``|full − image_only|``, averaged over channels, each step's
+  map scaled to mean 1 (so every step counts the same whatever its noise level or the model's
+  parameterisation), averaged over the early steps, blurred, scaled to a maximum of 1, thresholded.
+* **Region masks in latent space**: a latent cell is outside the region only when all of its 8×8
+  pixels are outside (max-pooling), so the edit area never shrinks and "outside" means outside.
+* **Inward feather**: the ramp lies inside the mask (0 at its edge, 1 at ``width`` inside), so the
+  outside stays exactly 0 — the guarantee the sampler and the composite give.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..models.errors import InstructInputError
+
+LATENT_FACTOR = 8  # VAE downscale of the SD1.5 / SDXL families
+
+
+@dataclass(frozen=True)
+class EditMaskOptions:
+    """How the sampler derives the edit mask (pixel units are converted to latent cells here)."""
+
+    steps: float = 0.4  # fraction of the sampling steps whose branch differences are accumulated
+    blur: float = 16.0  # Gaussian sigma in pixels (0 = none)
+    threshold: float = 0.5  # 0 < t ≤ 1: binary mask; 0: the soft map
+    restrict: bool = True  # restrict the rest of the sampling to the derived mask
+    feather: int = 16  # inward feather of the restriction, pixels
+
+    def window_steps(self, total_steps: int) -> int:
+        """How many of ``total_steps`` steps are accumulated: at least 1, at most all."""
+        return min(total_steps, max(1, round(self.steps * total_steps)))
+
+
+def batch_mask(mask: torch.Tensor, what: str, node: str) -> torch.Tensor:
+    """A ComfyUI MASK ([H,W] or [B,H,W], values 0..1) as float [B,H,W]."""
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.ndim == 4 and mask.shape[1] == 1:
+        mask = mask[:, 0]
+    if mask.ndim != 3:
+        raise InstructInputError(f"{node}: '{what}' must be a MASK [H,W] or [B,H,W]; got shape {tuple(mask.shape)}.")
+    return mask.float().clamp(0.0, 1.0)
+
+
+def fit_to_image(mask: torch.Tensor, image_hw: tuple[int, int], what: str, node: str) -> torch.Tensor:
+    """Bring a MASK to the size of the image being edited (``image_hw``, multiples of 8).
+
+    Accepted: the same size; the size of the input image before Instruct Image Conditioning made
+    it a multiple of 8 (centre crop, its default, or resize). Anything else is a wiring mistake.
+    """
+    mask = batch_mask(mask, what, node)
+    height, width = mask.shape[-2:]
+    h, w = image_hw
+    if (height, width) == (h, w):
+        return mask
+    if (height // LATENT_FACTOR * LATENT_FACTOR, width // LATENT_FACTOR * LATENT_FACTOR) == (h, w):
+        top, left = (height - h) // 2, (width - w) // 2
+        return mask[:, top : top + h, left : left + w]
+    if (round(height / LATENT_FACTOR) * LATENT_FACTOR, round(width / LATENT_FACTOR) * LATENT_FACTOR) == (h, w):
+        return F.interpolate(mask[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0].clamp(0.0, 1.0)
+    raise InstructInputError(
+        f"{node}: '{what}' is {width}x{height} but the image being edited is {w}x{h}. Draw the mask on the input "
+        "image itself (Load Image → mask editor) or bring it to the image's size with an upscale/crop node."
+    )
+
+
+def check_batch(mask_batch: int, latent_batch: int, what: str, node: str) -> None:
+    if mask_batch not in (1, latent_batch):
+        raise InstructInputError(
+            f"{node}: '{what}' has a batch of {mask_batch} masks but {latent_batch} images are edited; "
+            "use one mask (shared by every image) or one per image."
+        )
+
+
+def to_latent(mask_px: torch.Tensor) -> torch.Tensor:
+    """[B,H,W] pixel mask → [B,1,H/8,W/8]; a cell takes the largest value of its 8×8 pixels."""
+    return F.max_pool2d(mask_px[:, None], LATENT_FACTOR)
+
+
+def to_pixels(mask_latent: torch.Tensor) -> torch.Tensor:
+    """[B,1,h,w] latent mask → MASK [B,8h,8w] (each cell becomes its 8×8 block; exact inverse of ``to_latent``)."""
+    return mask_latent[:, 0].repeat_interleave(LATENT_FACTOR, dim=-2).repeat_interleave(LATENT_FACTOR, dim=-1)
+
+
+def erode(mask: torch.Tensor) -> torch.Tensor:
+    """One 3×3 grey-scale erosion of [B,1,H,W]; the image border is not treated as outside."""
+    return -F.max_pool2d(-F.pad(mask, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+
+
+def feather_inward(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """Ramp from the mask's edge inwards: 1/(width+1) on its first cell, 1 at depth width+1.
+
+    Where the mask is 0 the result is exactly 0, so feathering never leaks the edit outside.
+    """
+    if width <= 0:
+        return mask
+    total, level = mask.clone(), mask
+    for _ in range(width):
+        level = erode(level)
+        total += level
+    return total / (width + 1)
+
+
+def latent_feather(pixels: int) -> int:
+    """Feather width in latent cells for a width in pixels (any non-zero width gives at least a cell)."""
+    return math.ceil(max(0, pixels) / LATENT_FACTOR)
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [B,1,H,W] with replicate padding (sigma in cells)."""
+    if sigma <= 0:
+        return maps
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    out = F.conv2d(F.pad(maps, (radius, radius, 0, 0), mode="replicate"), kernel.reshape(1, 1, 1, -1))
+    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), kernel.reshape(1, 1, -1, 1))
+
+
+def region_in_latent(mask: torch.Tensor, latent_hw: tuple[int, int], feather_px: int, what: str, node: str) -> torch.Tensor:
+    """A user MASK as the sampler's blend weight [B,1,h,w]: fitted, max-pooled, feathered inwards."""
+    h, w = latent_hw
+    fitted = fit_to_image(mask, (h * LATENT_FACTOR, w * LATENT_FACTOR), what, node)
+    return feather_inward(to_latent(fitted), latent_feather(feather_px))
+
+
+class EditMaskAccumulator:
+    """Sums the per-step maps of ``|full − image_only|`` for the edit mask."""
+
+    def __init__(self) -> None:
+        self.total: Optional[torch.Tensor] = None
+        self.count = 0
+
+    def add(self, full: torch.Tensor, image_only: torch.Tensor) -> None:
+        diff = (full.float() - image_only.float()).abs().mean(dim=1, keepdim=True)
+        scale = diff.mean(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+        step = diff / scale
+        self.total = step if self.total is None else self.total + step
+        self.count += 1
+
+    def soft(self, blur_px: float) -> Optional[torch.Tensor]:
+        """[B,1,h,w] in [0,1] (maximum 1 per image), or None before the first step."""
+        if self.total is None:
+            return None
+        mean = gaussian_blur(self.total / self.count, blur_px / LATENT_FACTOR)
+        return mean / mean.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+
+    def mask(self, blur_px: float, threshold: float) -> Optional[torch.Tensor]:
+        soft = self.soft(blur_px)
+        if soft is None or threshold <= 0:
+            return soft
+        return (soft >= threshold).to(soft.dtype)

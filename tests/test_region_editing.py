@@ -1,0 +1,349 @@
+"""Edit masks and region-restricted editing on a real ComfyUI: no extra UNet call for the mask, the
+mask is |full − image_only| of the early steps, the outside follows the input's noised trajectory
+at every step, the pixel composite is exact outside the mask, and bad inputs name the fix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+CKPT = "checkpoints/tiny-ip2p-sd15.safetensors"
+FULL, IMAGE_ONLY = 2, 1  # indices of the branches in the guider's calc_cond_batch call
+
+
+@pytest.fixture(scope="module")
+def loaded(comfy, tiny):
+    import folder_paths
+
+    path = folder_paths.get_full_path("checkpoints", "tiny-ip2p-sd15.safetensors")
+    return comfy.pack("models.instruct_loader").load_instruct(path)
+
+
+def encode(comfy, loaded, instruction: str, negative: str = "", seed: int = 5):
+    import nodes
+
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(seed))
+    pos = nodes.CLIPTextEncode().encode(loaded.clip, instruction)[0]
+    neg = nodes.CLIPTextEncode().encode(loaded.clip, negative)[0]
+    out = (
+        comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
+        .execute(
+            positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)"
+        )
+        .result
+    )
+    return {"pos": out[0], "neg": out[1], "latent": out[2], "image_latent": out[0][0][1]["concat_latent_image"], "image": image}
+
+
+@pytest.fixture(scope="module")
+def edit(comfy, loaded):
+    return encode(comfy, loaded, "make it winter")
+
+
+class Recorder:
+    """UNet function wrapper: records each batched call (branches, σ, input, x0 output); can add a
+    change to the full branch's output inside a box, to make the instruction's effect local."""
+
+    def __init__(self, full_box: tuple[slice, slice] | None = None) -> None:
+        self.calls: list[dict] = []
+        self.full_box = full_box
+
+    def __call__(self, apply_model, args):
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        branches = list(args["cond_or_uncond"])
+        if self.full_box is not None:
+            out = out.clone()
+            for k, chunk in enumerate(out.chunk(len(branches))):
+                if branches[k] == FULL:
+                    chunk[:, :, self.full_box[0], self.full_box[1]] += 1.0
+        self.calls.append(
+            {"branches": branches, "sigma": float(args["timestep"][0]), "input": args["input"].clone(), "output": out.clone()}
+        )
+        return out
+
+    def chunk(self, call: dict, key: str, branch: int) -> torch.Tensor:
+        return call[key].chunk(len(call["branches"]))[call["branches"].index(branch)]
+
+
+def recorded(model, **kw):
+    m = model.clone()
+    rec = Recorder(**kw)
+    m.set_model_unet_function_wrapper(rec)
+    return m, rec
+
+
+COMMON = dict(seed=3, text_cfg=7.5, image_cfg=1.5, scheduler="normal", denoise=1.0)
+
+
+def ksampler(comfy, model, e, steps=4, sampler="euler", **extra):
+    node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
+    out = node.execute(
+        model=model, steps=steps, sampler_name=sampler, positive=e["pos"], negative=e["neg"], latent_image=e["latent"], **COMMON, **extra
+    )
+    return out.result[0]["samples"]
+
+
+def edit_mask_sampler(comfy, model, e, steps=4, sampler="euler", restrict=True, blur=0.0, threshold=0.5, mask_steps=0.5, feather=0):
+    regions_nodes = comfy.pack("nodes.regions")
+    out = regions_nodes.InstructKSamplerEditMask.execute(
+        model=model,
+        steps=steps,
+        sampler_name=sampler,
+        positive=e["pos"],
+        negative=e["neg"],
+        latent_image=e["latent"],
+        mask_steps=mask_steps,
+        mask_blur=blur,
+        mask_threshold=threshold,
+        restrict=regions_nodes.RESTRICT if restrict else regions_nodes.MASK_ONLY,
+        region_feather=feather,
+        **COMMON,
+    ).result
+    return out[0]["samples"], out[1]
+
+
+def box_mask(top: int, left: int, height: int, width: int, size: int = 64) -> torch.Tensor:
+    m = torch.zeros(1, size, size)
+    m[:, top : top + height, left : left + width] = 1.0
+    return m
+
+
+def trajectory(loaded, e, sigma: float) -> torch.Tensor:
+    """The input image's noised latent at σ with the sampler's noise (what the outside must see)."""
+    import comfy.sample
+
+    noise = comfy.sample.prepare_noise(e["latent"]["samples"], COMMON["seed"])
+    reference = loaded.model.model.process_latent_in(e["image_latent"])
+    return noise * sigma + reference
+
+
+# ---- the edit mask ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("restrict", [False, True], ids=["mask-only", "restricting"])
+def test_edit_mask_costs_no_extra_unet_call(comfy, loaded, edit, restrict):
+    plain_model, plain_rec = recorded(loaded.model)
+    plain = ksampler(comfy, plain_model, edit)
+    mask_model, mask_rec = recorded(loaded.model)
+    latent, mask = edit_mask_sampler(comfy, mask_model, edit, restrict=restrict)
+    assert [c["branches"] for c in mask_rec.calls] == [c["branches"] for c in plain_rec.calls]
+    assert [c["input"].shape for c in mask_rec.calls] == [c["input"].shape for c in plain_rec.calls]
+    assert len(plain_rec.calls) == 4 and sorted(plain_rec.calls[0]["branches"]) == [0, 1, 2]
+    assert mask.shape == (1, 64, 64) and set(mask.unique().tolist()) <= {0.0, 1.0}
+    if not restrict:
+        assert torch.equal(latent, plain)  # only observing: the sampling is Instruct KSampler's
+
+
+def test_edit_mask_is_the_full_minus_image_only_difference_of_the_early_steps(comfy, loaded, edit):
+    model, rec = recorded(loaded.model)
+    _, soft = edit_mask_sampler(comfy, model, edit, steps=4, mask_steps=0.5, threshold=0.0, restrict=False)
+    # independent: the recorded branch predictions of the first two steps
+    total = 0
+    for call in rec.calls[:2]:
+        diff = (rec.chunk(call, "output", FULL) - rec.chunk(call, "output", IMAGE_ONLY)).abs().mean(dim=1)
+        total = total + diff / diff.mean()
+    expected = total / total.amax()
+    expected = expected.repeat_interleave(8, dim=-2).repeat_interleave(8, dim=-1)
+    torch.testing.assert_close(soft, expected, rtol=1e-4, atol=1e-5)
+    assert float(soft.amin()) < 0.9  # a real map, not a constant
+
+
+def test_a_local_instruction_effect_gives_exactly_that_region(comfy, loaded):
+    same_text = encode(comfy, loaded, "a photo", negative="a photo")  # full and image-only differ only where we say
+    model, rec = recorded(loaded.model, full_box=(slice(2, 5), slice(3, 7)))
+    _, mask = edit_mask_sampler(comfy, model, same_text, restrict=False, blur=0.0, threshold=0.5)
+    assert torch.equal(mask, box_mask(16, 24, 24, 32))
+
+
+def test_restricting_to_the_edit_mask_keeps_the_outside_on_the_input_trajectory_after_the_mask_steps(comfy, loaded):
+    same_text = encode(comfy, loaded, "a photo", negative="a photo")
+    model, rec = recorded(loaded.model, full_box=(slice(2, 5), slice(3, 7)))
+    latent, mask = edit_mask_sampler(comfy, model, same_text, steps=4, mask_steps=0.5, restrict=True)
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[2:5, 3:7] = False
+    first = rec.chunk(rec.calls[0], "input", FULL)
+    assert not torch.allclose(first[..., outside], trajectory(loaded, same_text, rec.calls[0]["sigma"])[..., outside])
+    for call in rec.calls[2:]:  # after the two mask steps
+        for branch in call["branches"]:
+            x = rec.chunk(call, "input", branch)
+            torch.testing.assert_close(x[..., outside], trajectory(loaded, same_text, call["sigma"])[..., outside], rtol=0, atol=1e-6)
+    torch.testing.assert_close(latent[..., outside], same_text["image_latent"][..., outside], rtol=1e-5, atol=1e-5)
+
+
+# ---- region-restricted editing ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "dpmpp_2m"])
+def test_outside_the_region_every_step_sees_the_input_trajectory_and_the_result_is_the_input(comfy, loaded, edit, sampler):
+    model, rec = recorded(loaded.model)
+    region = box_mask(16, 8, 32, 32)  # latent cells rows 2..5, cols 1..4
+    out = ksampler(comfy, model, edit, steps=3, sampler=sampler, region_mask=region, region_feather=8)
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[2:6, 1:5] = False
+    assert len(rec.calls) == 3
+    for call in rec.calls:
+        expected = trajectory(loaded, edit, call["sigma"])
+        for branch in call["branches"]:
+            torch.testing.assert_close(rec.chunk(call, "input", branch)[..., outside], expected[..., outside], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out[..., outside], edit["image_latent"][..., outside], rtol=1e-5, atol=1e-5)
+    inside = (out - edit["image_latent"])[..., 3:5, 2:4]  # deeper than the one-cell feather
+    assert float(inside.abs().max()) > 0.1  # the region was edited
+
+
+def test_the_last_step_blends_the_guided_prediction_with_the_input_by_the_feathered_weights(comfy, loaded, edit):
+    """Euler's last step returns the blended x0: D·m + input·(1 − m), with D the dual-CFG combination
+    of the recorded branch predictions and m the inward ramp (a 4×4-cell region, 2 cells of feather: 1/3 then 2/3)."""
+    model, rec = recorded(loaded.model)
+    out = ksampler(comfy, model, edit, steps=2, region_mask=box_mask(16, 8, 32, 32), region_feather=16)
+    weight = torch.zeros(8, 8)
+    weight[2:6, 1:5] = 1 / 3
+    weight[3:5, 2:4] = 2 / 3
+    last = rec.calls[-1]
+    pred = {b: rec.chunk(last, "output", b) for b in last["branches"]}  # ComfyUI's apply_model returns x0
+    x0 = pred[0] + 1.5 * (pred[IMAGE_ONLY] - pred[0]) + 7.5 * (pred[FULL] - pred[IMAGE_ONLY])
+    reference = loaded.model.model.process_latent_in(edit["image_latent"])
+    expected = loaded.model.model.process_latent_out(x0 * weight + reference * (1 - weight))
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_guider_restricts_the_region_in_a_custom_sampling_graph(comfy, tiny):
+    g = comfy.graph()
+    loader = g.node(
+        "InstructUNetLoader", id="load", model_name=CKPT, weights="auto (EMA when present)", prediction="auto", weight_dtype="default"
+    )
+    img = g.node("LoadImage", id="img", image=comfy.input_image("region-guider.png", seed=4))
+    pos = g.node("CLIPTextEncode", id="pos", clip=loader.out(1), text="make it winter")
+    neg = g.node("CLIPTextEncode", id="neg", clip=loader.out(1), text="")
+    cond = g.node(
+        "InstructImageConditioning",
+        id="cond",
+        positive=pos.out(0),
+        negative=neg.out(0),
+        vae=loader.out(2),
+        image=img.out(0),
+        size_mode="crop to multiple of 8",
+        latent_output="empty (denoise 1.0)",
+    )
+    empty = g.node("SolidMask", id="m0", value=0.0, width=64, height=64)
+    box = g.node("SolidMask", id="m1", value=1.0, width=24, height=24)
+    region = g.node("MaskComposite", id="region", destination=empty.out(0), source=box.out(0), x=32, y=8, operation="add")
+    guider = g.node(
+        "InstructGuider",
+        id="guider",
+        model=loader.out(0),
+        positive=cond.out(0),
+        negative=cond.out(1),
+        text_cfg=7.5,
+        image_cfg=1.5,
+        region_mask=region.out(0),
+        region_feather=0,
+    )
+    g.node(
+        "SamplerCustomAdvanced",
+        id="sca",
+        noise=g.node("RandomNoise", id="noise", noise_seed=9).out(0),
+        guider=guider.out(0),
+        sampler=g.node("KSamplerSelect", id="ks", sampler_name="euler_ancestral").out(0),
+        sigmas=g.node("BasicScheduler", id="bs", model=loader.out(0), scheduler="normal", steps=3, denoise=1.0).out(0),
+        latent_image=cond.out(2),
+    )
+    g.node("SaveLatent", id="save", samples=g.lookup_node("sca").out(0), filename_prefix="region_guider")
+    result = comfy.run(g.finalize())
+    out = result.output("sca")["samples"]
+    image_latent = result.output("cond")[0][1]["concat_latent_image"]
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[1:4, 4:7] = False
+    torch.testing.assert_close(out[..., outside], image_latent[..., outside], rtol=1e-5, atol=1e-5)
+    assert float((out - image_latent)[..., 1:4, 4:7].abs().max()) > 0.1
+
+
+def test_pixel_composite_is_exactly_the_original_outside_the_mask_in_a_graph(comfy, tiny):
+    g = comfy.graph()
+    loader = g.node(
+        "InstructUNetLoader", id="load", model_name=CKPT, weights="auto (EMA when present)", prediction="auto", weight_dtype="default"
+    )
+    img = g.node("LoadImage", id="img", image=comfy.input_image("region-composite.png", height=70, width=67, seed=6))
+    pos = g.node("CLIPTextEncode", id="pos", clip=loader.out(1), text="make it winter")
+    neg = g.node("CLIPTextEncode", id="neg", clip=loader.out(1), text="")
+    cond = g.node(
+        "InstructImageConditioning",
+        id="cond",
+        positive=pos.out(0),
+        negative=neg.out(0),
+        vae=loader.out(2),
+        image=img.out(0),
+        size_mode="crop to multiple of 8",
+        latent_output="empty (denoise 1.0)",
+    )
+    empty = g.node("SolidMask", id="m0", value=0.0, width=67, height=70)
+    box = g.node("SolidMask", id="m1", value=1.0, width=30, height=26)
+    region = g.node("MaskComposite", id="region", destination=empty.out(0), source=box.out(0), x=20, y=12, operation="add")
+    ks = g.node(
+        "InstructKSampler",
+        id="ks",
+        model=loader.out(0),
+        steps=2,
+        sampler_name="euler",
+        positive=cond.out(0),
+        negative=cond.out(1),
+        latent_image=cond.out(2),
+        region_mask=region.out(0),
+        region_feather=8,
+        **COMMON,
+    )
+    dec = g.node("VAEDecode", id="dec", samples=ks.out(0), vae=loader.out(2))
+    g.node(
+        "InstructRegionComposite",
+        id="comp",
+        edited=dec.out(0),
+        original=img.out(0),
+        mask=region.out(0),
+        feather=4,
+        size_mode="crop to multiple of 8",
+    )
+    g.node("PreviewImage", id="preview", images=g.lookup_node("comp").out(0))
+    result = comfy.run(g.finalize())
+    out, original = result.output("comp"), result.output("img")
+    assert out.shape == original.shape == (1, 70, 67, 3)
+    outside = torch.ones(70, 67, dtype=torch.bool)
+    outside[12:38, 20:50] = False
+    assert torch.equal(out[0][outside], original[0][outside])
+    assert not torch.equal(out[0, 20:30, 28:42], original[0, 20:30, 28:42])
+
+
+# ---- bad inputs ---------------------------------------------------------------------------------------------
+
+
+def test_a_region_mask_of_another_size_names_both_sizes(comfy, loaded, edit):
+    errors = comfy.pack("models.errors")
+    with pytest.raises(errors.InstructInputError) as err:
+        ksampler(comfy, loaded.model, edit, steps=1, region_mask=torch.ones(1, 128, 96))
+    assert "InstructKSampler: 'region_mask' is 96x128 but the image being edited is 64x64" in str(err.value)
+
+
+def test_region_and_edit_mask_need_an_instruct_model(comfy, loaded, tiny):
+    import nodes
+
+    errors = comfy.pack("models.errors")
+    plain = nodes.UNETLoader().load_unet("tiny-sd15-base-unet.safetensors", "default")[0]
+    pos = nodes.CLIPTextEncode().encode(loaded.clip, "a cat")[0]
+    neg = nodes.CLIPTextEncode().encode(loaded.clip, "")[0]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    plain_conds = {"pos": pos, "neg": neg, "latent": latent}
+    with pytest.raises(errors.InstructInputError, match="'region_mask' needs an instruct model"):
+        ksampler(comfy, plain, plain_conds, steps=1, region_mask=box_mask(0, 0, 8, 8))
+    with pytest.raises(errors.InstructInputError, match="the edit mask compares the instruction branch with the image-only branch"):
+        edit_mask_sampler(comfy, plain, plain_conds, steps=1)
+
+
+def test_region_editing_needs_the_latent_of_the_input_image_size(comfy, loaded, edit):
+    errors = comfy.pack("models.errors")
+    bigger = {**edit, "latent": {"samples": torch.zeros(1, 4, 16, 16)}}
+    with pytest.raises(errors.InstructInputError, match="the latent to sample is 128x128 but the input image is 64x64"):
+        ksampler(comfy, loaded.model, bigger, steps=1, region_mask=box_mask(0, 0, 8, 8, size=64))
+
+
+def test_an_empty_region_warns_that_nothing_will_be_edited(comfy, loaded, edit, log_capture):
+    out = ksampler(comfy, loaded.model, edit, steps=2, region_mask=torch.zeros(1, 64, 64))
+    torch.testing.assert_close(out, edit["image_latent"], rtol=1e-5, atol=1e-5)
+    assert any("'region_mask' is empty, so nothing will be edited" in m for m in log_capture.messages())
