@@ -23,6 +23,7 @@ NODE_CLASSES: tuple[tuple[str, str], ...] = (
     ("sampling", "InstructGuider"),
     ("regions", "InstructKSamplerEditMask"),
     ("regions", "InstructRegionComposite"),
+    ("merge", "InstructMerge"),
     ("ipadapter", "IPAdapterInstructLoader"),
     ("ipadapter", "IPAdapterInstructApply"),
 )

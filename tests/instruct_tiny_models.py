@@ -66,7 +66,22 @@ FILES = {
     "controlnet": "controlnet/tiny-controlnet-sd15.safetensors",
     "lora": "loras/tiny-lora-sd15.safetensors",
     "corrupt": "checkpoints/tiny-ip2p-truncated.safetensors",
+    # Instruct merge: a 4-channel "base" and a "fine-tune" of it (base + a small seeded change), and an
+    # SD2-class UNet (context 1024, linear transformers) as a model of another family.
+    "unet_base": "diffusion_models/tiny-sd15-base-unet.safetensors",
+    "unet_custom": "diffusion_models/tiny-sd15-custom-unet.safetensors",
+    "unet_sd2": "diffusion_models/tiny-sd2-unet.safetensors",
 }
+
+#: What makes the tiny UNet an SD2-class one for ComfyUI's detection.
+SD2_OVERRIDES = dict(in_channels=4, context_dim=1024, use_linear_in_transformer=True, num_heads=-1, num_head_channels=64)
+BASE_SEED, TUNE_SEED, TUNE_SCALE = SEED + 20, SEED + 21, 0.05
+
+
+def fine_tune_state_dict() -> dict[str, torch.Tensor]:
+    """The "custom" model: the base UNet plus a small seeded change on every weight."""
+    base = unet_state_dict(in_channels=4, seed=BASE_SEED)
+    return {k: (v.float() + TUNE_SCALE * fill(k, v.shape, TUNE_SEED).float()).to(v.dtype) for k, v in base.items()}
 
 
 def _generator(seed: int, name: str) -> torch.Generator:
@@ -208,6 +223,9 @@ def build_all(root: Path) -> dict[str, Path]:
     makers["unet"] = lambda: _save(unet_state_dict(), paths["unet"])
     makers["controlnet"] = lambda: _save(controlnet_state_dict(), paths["controlnet"])
     makers["lora"] = lambda: _save(lora_state_dict(), paths["lora"])
+    makers["unet_base"] = lambda: _save(unet_state_dict(in_channels=4, seed=BASE_SEED), paths["unet_base"])
+    makers["unet_custom"] = lambda: _save(fine_tune_state_dict(), paths["unet_custom"])
+    makers["unet_sd2"] = lambda: _save(random_state_dict(_meta_unet(**SD2_OVERRIDES)), paths["unet_sd2"])
 
     def corrupt() -> None:
         source = paths["unet"]

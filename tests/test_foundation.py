@@ -18,6 +18,7 @@ EXPECTED_NODES = {
     "IPAdapterInstructApply",
     "InstructKSamplerEditMask",
     "InstructRegionComposite",
+    "InstructMerge",
 }
 
 
