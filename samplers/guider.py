@@ -330,12 +330,10 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
                 log.info("%s: the edit mask accumulates over every step, so no step is left to restrict", self.node)
         return run
 
-    def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, latent_shapes=None):
-        self._run = self._start_run(noise, sigmas, latent_shapes)
+    def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **kwargs):
+        self._run = self._start_run(noise, sigmas, kwargs.get("latent_shapes"))
         try:
-            return super().inner_sample(
-                noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, latent_shapes=latent_shapes
-            )
+            return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **kwargs)
         finally:
             run, self._run = self._run, None
             if run is not None and run.edit is not None:

@@ -201,6 +201,9 @@ PACK_NODES = {
     "InstructGuider",
     "IPAdapterInstructLoader",
     "IPAdapterInstructApply",
+    "InstructKSamplerEditMask",
+    "InstructRegionComposite",
+    "InstructMerge",
 }
 
 # ---- the graphs ---------------------------------------------------------------------------------
@@ -470,6 +473,85 @@ def instruct_edit_ip_style() -> Graph:
     return g
 
 
+def region_finish(g: Graph, latent_ref, vae_ref, original_ref, mask_ref, column: int) -> None:
+    """Decode, paste back into the original inside the mask (exact pixels outside), save."""
+    dec = g.add("VAEDecode", column=column, row=0, samples=latent_ref, vae=vae_ref)
+    comp = g.add("InstructRegionComposite", column=column, row=1, edited=dec.out(0), original=original_ref, mask=mask_ref, feather=16)
+    g.add("SaveImage", ROLE_SAVE, column + 1, 0, images=comp.out(0), filename_prefix=f"instruct/{g.name}")
+
+
+def instruct_edit_mask() -> Graph:
+    g = Graph(
+        "instruct_edit_mask",
+        "Instruct edit that stays where it belongs: automatic edit mask",
+        EDIT_NOTE + "\nInstruct KSampler + Edit Mask finds where the instruction changes the image during the first "
+        "mask_steps (0.4) from the two branches it evaluates anyway (no extra cost), then keeps everything outside that "
+        "mask on the input image. mask_threshold lower = bigger mask; mask_blur = rounder mask. The composite puts "
+        "the original pixels back outside the mask; the preview shows the mask (reuse it as region_mask).",
+    )
+    loader, model, cond = edit_inputs(g, IP2P)
+    img = next(n for n in g.nodes if n.title == ROLE_IMAGE)
+    ks = g.add(
+        "InstructKSamplerEditMask",
+        column=3,
+        row=0,
+        model=model,
+        seed=1371,
+        steps=20,
+        text_cfg=7.5,
+        image_cfg=1.5,
+        sampler_name="euler_ancestral",
+        scheduler="normal",
+        positive=cond.out(0),
+        negative=cond.out(1),
+        latent_image=cond.out(2),
+        denoise=1.0,
+    )
+    preview = g.add("MaskToImage", column=4, row=2, mask=ks.out(1))
+    g.add("PreviewImage", "Edit mask", 5, 2, images=preview.out(0))
+    region_finish(g, ks.out(0), loader.out(2), img.out(0), ks.out(1), 4)
+    return g
+
+
+def instruct_edit_region() -> Graph:
+    g = Graph(
+        "instruct_edit_region",
+        "Instruct edit inside a painted region",
+        EDIT_NOTE + "\nRight-click the Input image > Open in MaskEditor and paint where the edit may happen. Outside the "
+        "painted region every step sees the input image's noised latent, so it is reconstructed, not regenerated "
+        "(region_feather: soft edge inside the region, in pixels); the composite then restores the original pixels "
+        "outside exactly. An unpainted image edits nothing.",
+    )
+    loader, model, cond = edit_inputs(g, IP2P)
+    img = next(n for n in g.nodes if n.title == ROLE_IMAGE)
+    ks = instruct_ksampler(g, 3, model, cond.out(0), cond.out(1), cond.out(2))
+    ks.inputs.update(region_mask=img.out(1), region_feather=16)
+    region_finish(g, ks.out(0), loader.out(2), img.out(0), img.out(1), 4)
+    return g
+
+
+def instruct_merge() -> Graph:
+    g = Graph(
+        "instruct_merge",
+        "Instruct Merge: edit with your own SD1.5 fine-tune",
+        EDIT_NOTE + "\nInstruct Merge adds (your fine-tune - its base) to the instruct model, the first convolution "
+        "included, so edits take the fine-tune's look. custom = your SD1.5 fine-tune, base = SD1.5 v1-5. strength "
+        "0.5-1.0 (lower keeps more editing ability). To keep the merged model, add core 'Checkpoint Save' after the merge.",
+    )
+    loader = g.add("InstructUNetLoader", column=0, row=0, model_name=IP2P)
+    custom = g.add("CheckpointLoaderSimple", "Fine-tune", 0, 1, ckpt_name="my_sd15_finetune.safetensors")
+    base = g.add("CheckpointLoaderSimple", "Base", 0, 2, ckpt_name="v1-5-pruned-emaonly.safetensors")
+    merged = g.add("InstructMerge", column=1, row=2, instruct=loader.out(0), custom=custom.out(0), base=base.out(0), strength=1.0)
+    pos = g.add("CLIPTextEncode", ROLE_INSTRUCTION, 1, 0, clip=loader.out(1), text="make it a snowy winter day")
+    neg = g.add("CLIPTextEncode", ROLE_NEGATIVE, 1, 1, clip=loader.out(1), text="")
+    img = g.add("LoadImage", ROLE_IMAGE, 0, 3, image="example.png")
+    cond = g.add(
+        "InstructImageConditioning", column=2, row=0, positive=pos.out(0), negative=neg.out(0), vae=loader.out(2), image=img.out(0)
+    )
+    edit_sampler(g, loader, merged.out(0), cond)
+    return g
+
+
 GRAPHS = [
     instruct_edit_sd15,
     instruct_edit_sdxl,
@@ -478,6 +560,9 @@ GRAPHS = [
     instruct_edit_guider,
     ipadapter_sd15,
     instruct_edit_ip_style,
+    instruct_edit_mask,
+    instruct_edit_region,
+    instruct_merge,
 ]
 
 

@@ -25,7 +25,7 @@ def load(name: str, api: bool = False) -> dict:
 
 
 def test_every_capability_ships_a_workflow():
-    assert len(NAMES) >= 7
+    assert len(NAMES) >= 10
     for name in NAMES:
         assert (PACK_DIR / "workflows" / f"{name}.jpg").is_file(), f"{name}: no thumbnail"
         assert (PACK_DIR / "workflows" / "api" / f"{name}.json").is_file(), f"{name}: no API twin"
@@ -79,6 +79,7 @@ def substitute(api: dict, image: str, full: bool) -> dict:
         ("EmptyLatentImage", "width"): 64,
         ("EmptyLatentImage", "height"): 64,
         ("InstructKSampler", "steps"): 2,
+        ("InstructKSamplerEditMask", "steps"): 2,
         ("BasicScheduler", "steps"): 2,
     }
     for node in api.values():
@@ -91,8 +92,9 @@ def substitute(api: dict, image: str, full: bool) -> dict:
 @pytest.mark.parametrize("name", NAMES)
 def test_api_workflow_executes_and_saves_an_image(comfy, tiny, full, name):
     api = load(name, api=True)
-    uses_adapter = any(n["class_type"] == "IPAdapterInstructApply" for n in api.values())
-    result = comfy.run(substitute(api, comfy.input_image(f"{name}.png", seed=2), full=uses_adapter))
+    # IPAdapter-Instruct needs SD1.5's real layout; a merge needs instruct, fine-tune and base of one size
+    full = any(n["class_type"] in ("IPAdapterInstructApply", "InstructMerge") for n in api.values())
+    result = comfy.run(substitute(api, comfy.input_image(f"{name}.png", seed=2), full=full))
     save = next(k for k, n in api.items() if n["class_type"] == "SaveImage")
     images = result.ui[save]["images"]
     assert len(images) == 1
