@@ -3,10 +3,11 @@
     python benchmarks/bench_instruct_sampling.py                       # CPU, tiny UNet, 64x64
     python benchmarks/bench_instruct_sampling.py --device cuda --size full --res 512 --dtype fp16
 
-Rows: Instruct KSampler's guider, core DualCFGGuider (same conds), diffusers'
-StableDiffusionInstructPix2PixPipeline (same UNet weights), and one raw batch-3 UNet call (the floor
-both guiders have to pay). Ratios are against the raw call and against core. Random weights; the
-UNet is built by diffusers, saved in diffusers layout and loaded through the pack's loader.
+Rows: Instruct KSampler's guider, the same with a region mask and with the edit mask (restricting),
+core DualCFGGuider (same conds), diffusers' StableDiffusionInstructPix2PixPipeline (same UNet
+weights), and one raw batch-3 UNet call (the floor both guiders have to pay). Ratios are against
+the raw call and against core. Random weights; the UNet is built by diffusers, saved in diffusers
+layout and loaded through the pack's loader.
 Needs ComfyUI (COMFYUI_PATH or ~/ComfyUI) and diffusers.
 """
 
@@ -94,9 +95,16 @@ def main() -> None:
     sigmas = sched.sigmas.float()
     sampler = comfy.samplers.sampler_object("euler")
 
-    def instruct():
+    regions = harness.pack("samplers.regions")
+    region = torch.zeros(1, opts.res, opts.res)
+    region[:, opts.res // 4 : 3 * opts.res // 4, opts.res // 4 : 3 * opts.res // 4] = 1.0
+
+    def instruct(region_mask=None, edit_mask=False):
         guider = guider_mod.InstructDualCFGGuider(model, dual.ScaleSchedule(7.5, 1.5))
         guider.set_conds(pos, neg)
+        guider.set_region(region_mask, 16)
+        if edit_mask:
+            guider.track_edit_mask(regions.EditMaskOptions())
         guider.sample(noise.clone(), torch.zeros_like(noise), sampler, sigmas.clone(), disable_pbar=True, seed=0)
 
     def core():
@@ -152,6 +160,8 @@ def main() -> None:
         ("raw batch-3 UNet call", raw_unet),
         ("core DualCFGGuider", core),
         ("InstructKSampler guider", instruct),
+        ("  + region_mask", lambda: instruct(region_mask=region)),
+        ("  + edit mask (restricting)", lambda: instruct(edit_mask=True)),
         ("diffusers IP2P pipeline", reference),
     ):
         seconds, peak = timed(fn, opts.device, opts.repeat)
