@@ -66,10 +66,10 @@ FILES = {
     "controlnet": "controlnet/tiny-controlnet-sd15.safetensors",
     "lora": "loras/tiny-lora-sd15.safetensors",
     "corrupt": "checkpoints/tiny-ip2p-truncated.safetensors",
-    # Instruct merge: a 4-channel "base" and a "fine-tune" of it (base + a small seeded change), and an
-    # SD2-class UNet (context 1024, linear transformers) as a model of another family.
-    "unet_base": "diffusion_models/tiny-sd15-base-unet.safetensors",
-    "unet_custom": "diffusion_models/tiny-sd15-custom-unet.safetensors",
+    # Instruct merge: checkpoints of a 4-channel "base" and a "fine-tune" of it (base + a small seeded
+    # change to the UNet; same CLIP and VAE), and an SD2-class UNet (context 1024, linear transformers) as a model of another family.
+    "ckpt_base": "checkpoints/tiny-sd15-base.safetensors",
+    "ckpt_custom": "checkpoints/tiny-sd15-custom.safetensors",
     "unet_sd2": "diffusion_models/tiny-sd2-unet.safetensors",
 }
 
@@ -223,8 +223,8 @@ def build_all(root: Path) -> dict[str, Path]:
     makers["unet"] = lambda: _save(unet_state_dict(), paths["unet"])
     makers["controlnet"] = lambda: _save(controlnet_state_dict(), paths["controlnet"])
     makers["lora"] = lambda: _save(lora_state_dict(), paths["lora"])
-    makers["unet_base"] = lambda: _save(unet_state_dict(in_channels=4, seed=BASE_SEED), paths["unet_base"])
-    makers["unet_custom"] = lambda: _save(fine_tune_state_dict(), paths["unet_custom"])
+    makers["ckpt_base"] = lambda: _save(_checkpoint(unet_state_dict(in_channels=4, seed=BASE_SEED)), paths["ckpt_base"])
+    makers["ckpt_custom"] = lambda: _save(_checkpoint(fine_tune_state_dict()), paths["ckpt_custom"])
     makers["unet_sd2"] = lambda: _save(random_state_dict(_meta_unet(**SD2_OVERRIDES)), paths["unet_sd2"])
 
     def corrupt() -> None:

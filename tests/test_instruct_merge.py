@@ -26,8 +26,8 @@ def models(comfy, tiny):
     import nodes
 
     instruct = comfy.pack("models.instruct_loader").load_instruct(folder_paths.get_full_path("checkpoints", "tiny-ip2p-sd15.safetensors"))
-    custom = nodes.UNETLoader().load_unet("tiny-sd15-custom-unet.safetensors", "default")[0]
-    base = nodes.UNETLoader().load_unet("tiny-sd15-base-unet.safetensors", "default")[0]
+    custom = nodes.CheckpointLoaderSimple().load_checkpoint("tiny-sd15-custom.safetensors")[0]
+    base = nodes.CheckpointLoaderSimple().load_checkpoint("tiny-sd15-base.safetensors")[0]
     return {"instruct": instruct, "custom": custom, "base": base}
 
 
@@ -35,8 +35,8 @@ def models(comfy, tiny):
 def weights(tiny):
     return {
         "instruct": unet_file(tiny["checkpoint"], "model.diffusion_model."),
-        "custom": unet_file(tiny["unet_custom"]),
-        "base": unet_file(tiny["unet_base"]),
+        "custom": unet_file(tiny["ckpt_custom"], "model.diffusion_model."),
+        "base": unet_file(tiny["ckpt_base"], "model.diffusion_model."),
     }
 
 
@@ -104,8 +104,8 @@ def test_merged_model_saves_with_core_checkpoint_save_and_loads_back_as_an_instr
     loader = g.node(
         "InstructUNetLoader", id="load", model_name=CKPT, weights="auto (EMA when present)", prediction="auto", weight_dtype="default"
     )
-    custom = g.node("UNETLoader", id="custom", unet_name="tiny-sd15-custom-unet.safetensors", weight_dtype="default")
-    base = g.node("UNETLoader", id="base", unet_name="tiny-sd15-base-unet.safetensors", weight_dtype="default")
+    custom = g.node("CheckpointLoaderSimple", id="custom", ckpt_name="tiny-sd15-custom.safetensors")
+    base = g.node("CheckpointLoaderSimple", id="base", ckpt_name="tiny-sd15-base.safetensors")
     merged = g.node("InstructMerge", id="merge", instruct=loader.out(0), custom=custom.out(0), base=base.out(0), strength=STRENGTH)
     g.node("CheckpointSave", id="save", model=merged.out(0), clip=loader.out(1), vae=loader.out(2), filename_prefix="checkpoints/merged")
     comfy.run(g.finalize())

@@ -325,7 +325,7 @@ def test_region_and_edit_mask_need_an_instruct_model(comfy, loaded, tiny):
     import nodes
 
     errors = comfy.pack("models.errors")
-    plain = nodes.UNETLoader().load_unet("tiny-sd15-base-unet.safetensors", "default")[0]
+    plain = nodes.CheckpointLoaderSimple().load_checkpoint("tiny-sd15-base.safetensors")[0]
     pos = nodes.CLIPTextEncode().encode(loaded.clip, "a cat")[0]
     neg = nodes.CLIPTextEncode().encode(loaded.clip, "")[0]
     latent = {"samples": torch.zeros(1, 4, 8, 8)}

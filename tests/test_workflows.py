@@ -86,15 +86,18 @@ def substitute(api: dict, image: str, full: bool) -> dict:
         for (kind, name), value in names.items():
             if node["class_type"] == kind and name in node["inputs"]:
                 node["inputs"][name] = value
+    for node in api.values():  # Instruct Merge: a fine-tune and its base of the tiny instruct model's size
+        if node["class_type"] == "InstructMerge" and not full:
+            for role, ckpt in (("custom", "tiny-sd15-custom.safetensors"), ("base", "tiny-sd15-base.safetensors")):
+                api[node["inputs"][role][0]]["inputs"]["ckpt_name"] = ckpt
     return api
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_api_workflow_executes_and_saves_an_image(comfy, tiny, full, name):
     api = load(name, api=True)
-    # IPAdapter-Instruct needs SD1.5's real layout; a merge needs instruct, fine-tune and base of one size
-    full = any(n["class_type"] in ("IPAdapterInstructApply", "InstructMerge") for n in api.values())
-    result = comfy.run(substitute(api, comfy.input_image(f"{name}.png", seed=2), full=full))
+    uses_adapter = any(n["class_type"] == "IPAdapterInstructApply" for n in api.values())  # needs SD1.5's real layout
+    result = comfy.run(substitute(api, comfy.input_image(f"{name}.png", seed=2), full=uses_adapter))
     save = next(k for k, n in api.items() if n["class_type"] == "SaveImage")
     images = result.ui[save]["images"]
     assert len(images) == 1
