@@ -81,6 +81,42 @@ def tiny_diffusers(comfy):
     return instruct_tiny_models.build_diffusers(comfy.models_dir)
 
 
+TRIM_ABOVE_BYTES = 6 << 30
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def _return_freed_memory():
+    """After a test, when the process holds more than 6 GiB: collect, then hand freed heap memory
+    back to the OS (glibc keeps it otherwise).
+
+    The full-size SD1.5 tests free gigabytes in many mid-sized blocks that glibc's heap keeps, so
+    without this the suite's resident memory only grows (it peaked at 22.4 GB on a 24 GB machine;
+    with it, about 17 GB).
+    """
+    yield
+    if not sys.platform.startswith("linux") or _resident_bytes() < TRIM_ABOVE_BYTES:
+        return
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        try:
+            ctypes.CDLL(libc).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
+
+
 @pytest.fixture
 def log_capture():
     import logging
