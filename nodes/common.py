@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import torch
+
+import comfy.utils
 from comfy_api.latest import io
 
 from ..samplers.dual_cfg import ScaleSchedule
@@ -71,3 +74,8 @@ def schedule_from(
     image_cfg_end: float = 1.0,
 ) -> ScaleSchedule:
     return ScaleSchedule(text_cfg, image_cfg, text_cfg_start, text_cfg_end, image_cfg_start, image_cfg_end)
+
+
+def resize_image(nchw: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """The interpolation the image nodes use for 'resize to multiple of 8' (ComfyUI's bicubic upscale)."""
+    return comfy.utils.common_upscale(nchw, width, height, "bicubic", "disabled")

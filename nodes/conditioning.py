@@ -6,7 +6,6 @@ from typing import Optional
 
 import torch
 
-import comfy.utils
 from comfy_api.latest import io
 
 from ..models.errors import InstructInputError
@@ -20,13 +19,9 @@ from ..models.image_latent import (
     to_rgb,
 )
 from ..samplers.guider import IMAGE_KEY, with_values
-from .common import CATEGORY
+from .common import CATEGORY, resize_image
 
 NODE = "InstructImageConditioning"
-
-
-def _resize(nchw: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    return comfy.utils.common_upscale(nchw, width, height, "bicubic", "disabled")
 
 
 class InstructImageConditioning(io.ComfyNode):
@@ -102,7 +97,7 @@ class InstructImageConditioning(io.ComfyNode):
                 raise InstructInputError(
                     f"{NODE}: connect 'image' and 'vae' (or a pre-encoded 'image_latent') so there is an image to edit."
                 )
-            pixels = fit_image(to_rgb(image, NODE), mode, NODE, _resize)
+            pixels = fit_image(to_rgb(image, NODE), mode, NODE, resize_image)
             latent = vae.encode(pixels)
             check_latent_channels(latent, NODE, "VAE output")
 
@@ -110,7 +105,7 @@ class InstructImageConditioning(io.ComfyNode):
         out_latent: dict = {"samples": latent.clone() if keep_image else torch.zeros_like(latent)}
         if mask is not None:
             if image_latent is None:  # same crop/resize as the image; ComfyUI scales it to the latent later
-                mask = fit_mask(mask, (image.shape[1], image.shape[2]), mode, NODE, _resize)
+                mask = fit_mask(mask, (image.shape[1], image.shape[2]), mode, NODE, resize_image)
             elif mask.ndim == 2:
                 mask = mask.unsqueeze(0)
             check_batches(latent.shape[0], mask.shape[0], "mask", NODE)

@@ -6,12 +6,11 @@ import logging
 
 import torch
 
-import comfy.utils
 from comfy_api.latest import io
 
 from ..models.image_latent import SizeMode, composite_into_original
 from ..samplers.regions import EditMaskOptions, to_pixels
-from .common import CATEGORY, advanced_guidance_inputs
+from .common import CATEGORY, advanced_guidance_inputs, resize_image
 from .sampling import ksampler_inputs, make_guider, run_ksampler
 
 log = logging.getLogger(__name__)
@@ -122,10 +121,6 @@ class InstructKSamplerEditMask(io.ComfyNode):
         return io.NodeOutput(latent, to_pixels(mask).float().cpu())
 
 
-def _resize(nchw: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    return comfy.utils.common_upscale(nchw, width, height, "bicubic", "disabled")
-
-
 class InstructRegionComposite(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -168,5 +163,5 @@ class InstructRegionComposite(io.ComfyNode):
 
     @classmethod
     def execute(cls, edited, original, mask, feather, size_mode) -> io.NodeOutput:
-        out = composite_into_original(edited, original, mask, feather, SizeMode(size_mode), "InstructRegionComposite", _resize)
+        out = composite_into_original(edited, original, mask, feather, SizeMode(size_mode), "InstructRegionComposite", resize_image)
         return io.NodeOutput(out)

@@ -206,12 +206,14 @@ def test_the_last_step_blends_the_guided_prediction_with_the_input_by_the_feathe
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_guider_restricts_the_region_in_a_custom_sampling_graph(comfy, tiny):
+def region_graph(comfy, image: str, height: int, width: int, box: tuple[int, int, int, int]):
+    """Loader → Load Image → instruction/negative → conditioner, and a box MASK (x, y, w, h) made with
+    core mask nodes, drawn on the input image's size."""
     g = comfy.graph()
     loader = g.node(
         "InstructUNetLoader", id="load", model_name=CKPT, weights="auto (EMA when present)", prediction="auto", weight_dtype="default"
     )
-    img = g.node("LoadImage", id="img", image=comfy.input_image("region-guider.png", seed=4))
+    img = g.node("LoadImage", id="img", image=comfy.input_image(image, height=height, width=width, seed=4))
     pos = g.node("CLIPTextEncode", id="pos", clip=loader.out(1), text="make it winter")
     neg = g.node("CLIPTextEncode", id="neg", clip=loader.out(1), text="")
     cond = g.node(
@@ -224,9 +226,15 @@ def test_guider_restricts_the_region_in_a_custom_sampling_graph(comfy, tiny):
         size_mode="crop to multiple of 8",
         latent_output="empty (denoise 1.0)",
     )
-    empty = g.node("SolidMask", id="m0", value=0.0, width=64, height=64)
-    box = g.node("SolidMask", id="m1", value=1.0, width=24, height=24)
-    region = g.node("MaskComposite", id="region", destination=empty.out(0), source=box.out(0), x=32, y=8, operation="add")
+    x, y, w, h = box
+    empty = g.node("SolidMask", id="m0", value=0.0, width=width, height=height)
+    square = g.node("SolidMask", id="m1", value=1.0, width=w, height=h)
+    region = g.node("MaskComposite", id="region", destination=empty.out(0), source=square.out(0), x=x, y=y, operation="add")
+    return g, loader, img, cond, region
+
+
+def test_guider_restricts_the_region_in_a_custom_sampling_graph(comfy, tiny):
+    g, loader, img, cond, region = region_graph(comfy, "region-guider.png", 64, 64, (32, 8, 24, 24))
     guider = g.node(
         "InstructGuider",
         id="guider",
@@ -258,26 +266,7 @@ def test_guider_restricts_the_region_in_a_custom_sampling_graph(comfy, tiny):
 
 
 def test_pixel_composite_is_exactly_the_original_outside_the_mask_in_a_graph(comfy, tiny):
-    g = comfy.graph()
-    loader = g.node(
-        "InstructUNetLoader", id="load", model_name=CKPT, weights="auto (EMA when present)", prediction="auto", weight_dtype="default"
-    )
-    img = g.node("LoadImage", id="img", image=comfy.input_image("region-composite.png", height=70, width=67, seed=6))
-    pos = g.node("CLIPTextEncode", id="pos", clip=loader.out(1), text="make it winter")
-    neg = g.node("CLIPTextEncode", id="neg", clip=loader.out(1), text="")
-    cond = g.node(
-        "InstructImageConditioning",
-        id="cond",
-        positive=pos.out(0),
-        negative=neg.out(0),
-        vae=loader.out(2),
-        image=img.out(0),
-        size_mode="crop to multiple of 8",
-        latent_output="empty (denoise 1.0)",
-    )
-    empty = g.node("SolidMask", id="m0", value=0.0, width=67, height=70)
-    box = g.node("SolidMask", id="m1", value=1.0, width=30, height=26)
-    region = g.node("MaskComposite", id="region", destination=empty.out(0), source=box.out(0), x=20, y=12, operation="add")
+    g, loader, img, cond, region = region_graph(comfy, "region-composite.png", 70, 67, (20, 12, 30, 26))
     ks = g.node(
         "InstructKSampler",
         id="ks",
