@@ -107,9 +107,9 @@ def _shapes(patches: Mapping[str, list]) -> dict[str, tuple]:
 
 def merge_into_instruct(instruct: Any, custom: Any, base: Any, strength: float, node: str = "InstructMerge") -> Any:
     """A clone of ``instruct`` patched with ``strength · (custom − base)``; the inputs are not touched."""
-    import comfy.model_base
+    from ..samplers.guider import is_instruct_model
 
-    if not isinstance(getattr(instruct, "model", None), comfy.model_base.IP2P):
+    if not is_instruct_model(instruct):
         raise InstructInputError(
             f"{node}: 'instruct' must be an 8-channel instruct model (load it with 'Instruct UNet Loader'); it is a plain "
             f"{family_of(instruct)} model. Connect your fine-tune to 'custom' and its base model to 'base'."
@@ -123,7 +123,8 @@ def merge_into_instruct(instruct: Any, custom: Any, base: Any, strength: float, 
         )
     custom_kp = custom.get_key_patches(PREFIX)
     base_kp = base.get_key_patches(PREFIX)
-    plan = plan_merge(_shapes(instruct.get_key_patches(PREFIX)), _shapes(custom_kp), _shapes(base_kp), node)
+    instruct_shapes = {k: tuple(v.shape) for k, v in instruct.model_state_dict(PREFIX).items()}
+    plan = plan_merge(instruct_shapes, _shapes(custom_kp), _shapes(base_kp), node)
     merged = instruct.clone()
     if strength == 0.0:
         return merged

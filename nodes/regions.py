@@ -11,7 +11,7 @@ from comfy_api.latest import io
 from ..models.image_latent import SizeMode, composite_into_original
 from ..samplers.regions import EditMaskOptions, to_pixels
 from .common import CATEGORY, advanced_guidance_inputs, resize_image
-from .sampling import ksampler_inputs, make_guider, run_ksampler
+from .sampling import ksample, ksampler_inputs
 
 log = logging.getLogger(__name__)
 
@@ -90,29 +90,9 @@ class InstructKSamplerEditMask(io.ComfyNode):
         )
 
     @classmethod
-    def execute(
-        cls,
-        model,
-        seed,
-        steps,
-        text_cfg,
-        image_cfg,
-        sampler_name,
-        scheduler,
-        positive,
-        negative,
-        latent_image,
-        denoise,
-        mask_steps,
-        mask_blur,
-        mask_threshold,
-        restrict,
-        region_feather,
-        **options,
-    ) -> io.NodeOutput:
-        guider = make_guider(model, positive, negative, text_cfg, image_cfg, "InstructKSamplerEditMask", **options)
-        guider.track_edit_mask(EditMaskOptions(mask_steps, mask_blur, mask_threshold, restrict == RESTRICT, region_feather))
-        latent = run_ksampler(guider, model, seed, steps, sampler_name, scheduler, latent_image, denoise)
+    def execute(cls, mask_steps, mask_blur, mask_threshold, restrict, region_feather, **inputs) -> io.NodeOutput:
+        options = EditMaskOptions(mask_steps, mask_blur, mask_threshold, restrict == RESTRICT, region_feather)
+        latent, guider = ksample("InstructKSamplerEditMask", edit_mask=options, **inputs)
         mask = guider.edit_mask
         if mask is None:
             log.warning("InstructKSamplerEditMask: no sampling step ran (denoise 0?), so the edit mask is empty")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
@@ -10,6 +12,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..samplers.guider import InstructDualCFGGuider
+from ..samplers.regions import EditMaskOptions
 from .common import CATEGORY, advanced_guidance_inputs, guidance_inputs, schedule_from
 
 _BRANCHES_DOC = (
@@ -100,8 +103,29 @@ def region_inputs() -> list[io.Input]:
     ]
 
 
-def run_ksampler(guider: InstructDualCFGGuider, model, seed, steps, sampler_name, scheduler, latent_image, denoise) -> dict:
-    """Sample like core KSampler (same noise, sigmas, preview, progress bar) with the given guider."""
+def ksample(
+    node: str,
+    model,
+    seed,
+    steps,
+    text_cfg,
+    image_cfg,
+    sampler_name,
+    scheduler,
+    positive,
+    negative,
+    latent_image,
+    denoise,
+    edit_mask: Optional[EditMaskOptions] = None,
+    **options,
+) -> tuple[dict, InstructDualCFGGuider]:
+    """Sample like core KSampler (same noise, sigmas, preview, progress bar) with the instruct guider.
+
+    Shared by the KSampler-style nodes; returns the LATENT and the guider (which holds the edit mask).
+    """
+    guider = make_guider(model, positive, negative, text_cfg, image_cfg, node, **options)
+    if edit_mask is not None:
+        guider.track_edit_mask(edit_mask)
     samples = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
     noise = comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
     sigmas = comfy.samplers.KSampler(
@@ -126,7 +150,7 @@ def run_ksampler(guider: InstructDualCFGGuider, model, seed, steps, sampler_name
     )
     result = latent_image.copy()
     result["samples"] = out.to(comfy.model_management.intermediate_device())
-    return result
+    return result, guider
 
 
 class InstructKSampler(io.ComfyNode):
@@ -142,23 +166,8 @@ class InstructKSampler(io.ComfyNode):
         )
 
     @classmethod
-    def execute(
-        cls,
-        model,
-        seed,
-        steps,
-        text_cfg,
-        image_cfg,
-        sampler_name,
-        scheduler,
-        positive,
-        negative,
-        latent_image,
-        denoise,
-        **options,
-    ) -> io.NodeOutput:
-        guider = make_guider(model, positive, negative, text_cfg, image_cfg, "InstructKSampler", **options)
-        return io.NodeOutput(run_ksampler(guider, model, seed, steps, sampler_name, scheduler, latent_image, denoise))
+    def execute(cls, **inputs) -> io.NodeOutput:
+        return io.NodeOutput(ksample("InstructKSampler", **inputs)[0])
 
 
 class InstructGuider(io.ComfyNode):

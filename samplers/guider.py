@@ -9,7 +9,7 @@ three-way guidance, not only its image half).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -130,21 +130,21 @@ class _RegionRun:
     edit: Optional[EditMaskAccumulator] = None
     options: Optional[EditMaskOptions] = None
     window_sigma: float = 0.0  # the edit mask accumulates while σ > window_sigma
-    derived: Optional[torch.Tensor] = field(default=None)
+    restricted: Optional[torch.Tensor] = None  # after the window: the given region times the edit mask, made once
 
     def accumulating(self, sigma: float) -> bool:
         return self.edit is not None and sigma > self.window_sigma
 
     def blend_mask(self, sigma: float) -> Optional[torch.Tensor]:
-        mask = self.fixed
-        if self.options is not None and self.options.restrict and sigma <= self.window_sigma:
-            if self.derived is None:
-                soft = self.edit.mask(self.options.blur, self.options.threshold)
-                if soft is None:  # nothing was accumulated: nothing to restrict to
-                    return mask
-                self.derived = feather_inward(soft, latent_feather(self.options.feather))
-            mask = self.derived if mask is None else mask * self.derived
-        return mask
+        if self.options is None or not self.options.restrict or sigma > self.window_sigma:
+            return self.fixed
+        if self.restricted is None:
+            soft = self.edit.mask(self.options.blur, self.options.threshold)
+            if soft is None:  # nothing was accumulated: nothing to restrict to
+                return self.fixed
+            derived = feather_inward(soft, latent_feather(self.options.feather))
+            self.restricted = derived if self.fixed is None else self.fixed * derived
+        return self.restricted
 
 
 def _check_image_batch(conds: dict[str, list], latent_batch: int, node: str) -> None:

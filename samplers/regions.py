@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.errors import InstructInputError
+from ..models.image_latent import SizeMode, fit_image, target_size
 
 LATENT_FACTOR = 8  # VAE downscale of the SD1.5 / SDXL families
 
@@ -52,22 +53,23 @@ def batch_mask(mask: torch.Tensor, what: str, node: str) -> torch.Tensor:
     return mask.float().clamp(0.0, 1.0)
 
 
+def _bilinear(nchw: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    return F.interpolate(nchw, size=(height, width), mode="bilinear", align_corners=False)
+
+
 def fit_to_image(mask: torch.Tensor, image_hw: tuple[int, int], what: str, node: str) -> torch.Tensor:
     """Bring a MASK to the size of the image being edited (``image_hw``, multiples of 8).
 
     Accepted: the same size; the size of the input image before Instruct Image Conditioning made
-    it a multiple of 8 (centre crop, its default, or resize). Anything else is a wiring mistake.
+    it a multiple of 8 (its size rules: centre crop, its default, then resize). Anything else is a
+    wiring mistake.
     """
     mask = batch_mask(mask, what, node)
     height, width = mask.shape[-2:]
+    for mode in (SizeMode.CROP, SizeMode.RESIZE):
+        if target_size(height, width, mode, node) == tuple(image_hw):
+            return fit_image(mask[..., None], mode, node, _bilinear)[..., 0]
     h, w = image_hw
-    if (height, width) == (h, w):
-        return mask
-    if (height // LATENT_FACTOR * LATENT_FACTOR, width // LATENT_FACTOR * LATENT_FACTOR) == (h, w):
-        top, left = (height - h) // 2, (width - w) // 2
-        return mask[:, top : top + h, left : left + w]
-    if (round(height / LATENT_FACTOR) * LATENT_FACTOR, round(width / LATENT_FACTOR) * LATENT_FACTOR) == (h, w):
-        return F.interpolate(mask[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0].clamp(0.0, 1.0)
     raise InstructInputError(
         f"{node}: '{what}' is {width}x{height} but the image being edited is {w}x{h}. Draw the mask on the input "
         "image itself (Load Image → mask editor) or bring it to the image's size with an upscale/crop node."

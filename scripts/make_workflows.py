@@ -227,7 +227,7 @@ def edit_inputs(g: Graph, ckpt: str, patch=None, control=None):
     if control:
         p, n = control(p, n, img)
     cond = g.add("InstructImageConditioning", column=2, row=0, positive=p, negative=n, vae=loader.out(2), image=img.out(0))
-    return loader, model, cond
+    return loader, model, cond, img
 
 
 def finish(g: Graph, latent_ref, vae_ref, column: int) -> None:
@@ -305,7 +305,7 @@ IP2P = "checkpoints/instruct-pix2pix-00-22000.safetensors"
 
 def instruct_edit_sd15() -> Graph:
     g = Graph("instruct_edit_sd15", "Instruct edit (SD1.5)", EDIT_NOTE + "\nSD1.5 models: text_cfg 7.5, image_cfg 1.5, 20-30 steps.")
-    loader, model, cond = edit_inputs(g, IP2P)
+    loader, model, cond, _ = edit_inputs(g, IP2P)
     edit_sampler(g, loader, model, cond)
     return g
 
@@ -318,7 +318,7 @@ def instruct_edit_sdxl() -> Graph:
         "from the file) or sdxl-instructpix2pix-768. text_cfg about 5, image_cfg 1.5, dpmpp_2m karras 20 steps. "
         "Work near 1024x1024 (CosXL) or 768x768.",
     )
-    loader, model, cond = edit_inputs(g, "checkpoints/cosxl_edit.safetensors")
+    loader, model, cond, _ = edit_inputs(g, "checkpoints/cosxl_edit.safetensors")
     edit_sampler(g, loader, model, cond, text_cfg=5.0, sampler="dpmpp_2m", scheduler="karras")
     return g
 
@@ -348,7 +348,7 @@ def instruct_edit_controlnet() -> Graph:
         )
         return cna.out(0), cna.out(1)
 
-    loader, model, cond = edit_inputs(g, IP2P, control=control)
+    loader, model, cond, _ = edit_inputs(g, IP2P, control=control)
     edit_sampler(g, loader, model, cond)
     return g
 
@@ -374,7 +374,7 @@ def instruct_edit_lora() -> Graph:
         )
         return node.out(0), node.out(1)
 
-    loader, model, cond = edit_inputs(g, IP2P, patch=lora)
+    loader, model, cond, _ = edit_inputs(g, IP2P, patch=lora)
     edit_sampler(g, loader, model, cond)
     return g
 
@@ -386,7 +386,7 @@ def instruct_edit_guider() -> Graph:
         EDIT_NOTE + "\nThe same guidance as a GUIDER, for custom sampling graphs (any sampler, scheduler or sigma "
         "manipulation). guidance_rescale 0.7 tames over-exposure at high text_cfg.",
     )
-    loader, model, cond = edit_inputs(g, IP2P)
+    loader, model, cond, _ = edit_inputs(g, IP2P)
     guider = g.add(
         "InstructGuider",
         column=3,
@@ -489,8 +489,7 @@ def instruct_edit_mask() -> Graph:
         "mask on the input image. mask_threshold lower = bigger mask; mask_blur = rounder mask. The composite puts "
         "the original pixels back outside the mask; the preview shows the mask (reuse it as region_mask).",
     )
-    loader, model, cond = edit_inputs(g, IP2P)
-    img = next(n for n in g.nodes if n.title == ROLE_IMAGE)
+    loader, model, cond, img = edit_inputs(g, IP2P)
     ks = g.add(
         "InstructKSamplerEditMask",
         column=3,
@@ -522,8 +521,7 @@ def instruct_edit_region() -> Graph:
         "(region_feather: soft edge inside the region, in pixels); the composite then restores the original pixels "
         "outside exactly. An unpainted image edits nothing.",
     )
-    loader, model, cond = edit_inputs(g, IP2P)
-    img = next(n for n in g.nodes if n.title == ROLE_IMAGE)
+    loader, model, cond, img = edit_inputs(g, IP2P)
     ks = instruct_ksampler(g, 3, model, cond.out(0), cond.out(1), cond.out(2))
     ks.inputs.update(region_mask=img.out(1), region_feather=16)
     region_finish(g, ks.out(0), loader.out(2), img.out(0), img.out(1), 4)
@@ -538,17 +536,15 @@ def instruct_merge() -> Graph:
         "included, so edits take the fine-tune's look. custom = your SD1.5 fine-tune, base = SD1.5 v1-5. strength "
         "0.5-1.0 (lower keeps more editing ability). To keep the merged model, add core 'Checkpoint Save' after the merge.",
     )
-    loader = g.add("InstructUNetLoader", column=0, row=0, model_name=IP2P)
-    custom = g.add("CheckpointLoaderSimple", "Fine-tune", 0, 1, ckpt_name="my_sd15_finetune.safetensors")
-    base = g.add("CheckpointLoaderSimple", "Base", 0, 2, ckpt_name="v1-5-pruned-emaonly.safetensors")
-    merged = g.add("InstructMerge", column=1, row=2, instruct=loader.out(0), custom=custom.out(0), base=base.out(0), strength=1.0)
-    pos = g.add("CLIPTextEncode", ROLE_INSTRUCTION, 1, 0, clip=loader.out(1), text="make it a snowy winter day")
-    neg = g.add("CLIPTextEncode", ROLE_NEGATIVE, 1, 1, clip=loader.out(1), text="")
-    img = g.add("LoadImage", ROLE_IMAGE, 0, 3, image="example.png")
-    cond = g.add(
-        "InstructImageConditioning", column=2, row=0, positive=pos.out(0), negative=neg.out(0), vae=loader.out(2), image=img.out(0)
-    )
-    edit_sampler(g, loader, merged.out(0), cond)
+
+    def merge(loader):
+        custom = g.add("CheckpointLoaderSimple", "Fine-tune", 0, 1, ckpt_name="my_sd15_finetune.safetensors")
+        base = g.add("CheckpointLoaderSimple", "Base", 0, 1, ckpt_name="v1-5-pruned-emaonly.safetensors")
+        merged = g.add("InstructMerge", column=1, row=2, instruct=loader.out(0), custom=custom.out(0), base=base.out(0), strength=1.0)
+        return merged.out(0), loader.out(1)
+
+    loader, model, cond, _ = edit_inputs(g, IP2P, patch=merge)
+    edit_sampler(g, loader, model, cond)
     return g
 
 
