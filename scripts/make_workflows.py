@@ -21,6 +21,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import workflow_format as wf  # noqa: E402
+import workflow_layout as wl  # noqa: E402
+import workflow_models as wm  # noqa: E402
 
 WORKFLOWS_DIR = HERE.parent / "workflows"
 PACK_ID, PACK_VERSION = "comfyui-instruct", "0.1.0"
@@ -109,7 +111,10 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
                 links.append([link_id, value.node.id, value.slot, node.id, slot, out_type])
                 out_links.setdefault((value.node.id, value.slot), []).append(link_id)
     link_of = {(link[3], link[4]): link[0] for link in links}
-    positions = layout(graph, object_info, socket_lists)
+    placed = layout(graph, object_info, socket_lists, links)
+    boxes = placed.boxes
+    manifest = wm.load_manifest()
+    used: list[str] = []
     for order, node in enumerate(graph.nodes):
         info = object_info[node.type]
         values = []
@@ -126,41 +131,57 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
         names = info.get("output_name") or info["output"]
         for slot, kind in enumerate(info["output"]):
             outputs.append({"name": names[slot], "type": kind, "links": out_links.get((node.id, slot), []), "slot_index": slot})
+        properties: dict = {"Node name for S&R": node.type}
+        if node.type in PACK_NODES:
+            properties.update(cnr_id=PACK_ID, ver=PACK_VERSION)
+        keys = [key for key in (wm.match(v, manifest) for v in values) if key]
+        used += [key for key in keys if key not in used]
+        exact = [key for key in keys if key in values]  # the frontend compares name == widget value
+        if exact:
+            properties["models"] = [wm.frontend_entry(key, manifest) for key in exact]
+        box = boxes[node.id]
         entry = {
             "id": node.id,
             "type": node.type,
-            "pos": positions[node.id][0],
-            "size": positions[node.id][1],
+            "pos": [round(box.x), round(box.y)],
+            "size": [box.w, box.h],
             "flags": {},
             "order": order,
             "mode": 0,
             "inputs": [{"name": n, "type": k, "link": link_of.get((node.id, slot))} for slot, (n, k) in enumerate(socket_lists[node.id])],
             "outputs": outputs,
-            "properties": {"Node name for S&R": node.type, **({"cnr_id": PACK_ID, "ver": PACK_VERSION} if node.type in PACK_NODES else {})},
+            "properties": properties,
             "widgets_values": values,
         }
         if node.title:
             entry["title"] = node.title
         ui_nodes.append(entry)
     note_id = len(graph.nodes) + 1
+    text = graph.note + ("\n" + wm.note_lines(used, manifest) if used else "")
+    note_w, note_h = note_size(text, boxes)
+    top = min(b.y for b in boxes.values()) - wl.TITLE_H
+    note_pos = [0, round(top - note_h - 60)]
     ui_nodes.append(
         {
             "id": note_id,
             "type": "Note",
-            "pos": [40, -220],
-            "size": [720, 200],
+            "pos": note_pos,
+            "size": [note_w, note_h],
             "flags": {},
             "order": len(ui_nodes),
             "mode": 0,
             "inputs": [],
             "outputs": [],
             "properties": {},
-            "widgets_values": [graph.note],
+            "widgets_values": [text],
             "title": graph.title,
             "color": "#432",
             "bgcolor": "#653",
         }
     )
+    reroutes, extensions = reroute_chains(placed, links)
+    rects = [(b.x, b.y - wl.TITLE_H, b.w, b.h + wl.TITLE_H) for b in boxes.values()]
+    rects.append((note_pos[0], note_pos[1] - wl.TITLE_H, note_w, note_h + wl.TITLE_H))
     return {
         "last_node_id": note_id,
         "last_link_id": len(links),
@@ -168,9 +189,36 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
         "links": links,
         "groups": [],
         "config": {},
-        "extra": {"ds": {"scale": 0.75, "offset": [120, 300]}, "info": {"pack": PACK_ID}},
+        "extra": {"ds": wl.view(rects), "info": {"pack": PACK_ID}, "reroutes": reroutes, "linkExtensions": extensions},
+        "models": [wm.frontend_entry(key, manifest) for key in used],
         "version": 0.4,
     }
+
+
+def reroute_chains(placed: wl.Layout, links: list) -> tuple[list[dict], list[dict]]:
+    """Native reroutes (schema 0.4 ``extra.reroutes`` + ``linkExtensions``) for the links that cross columns."""
+    reroutes, extensions = [], []
+    for link_id, src, src_slot, dst, dst_slot, _type in links:
+        parent = None
+        for x, y in placed.routes.get(wl.Edge(src, src_slot, dst, dst_slot), []):
+            reroute = {"id": len(reroutes) + 1, "pos": [round(x), round(y)], "linkIds": [link_id]}
+            if parent is not None:
+                reroute["parentId"] = parent
+            reroutes.append(reroute)
+            parent = reroute["id"]
+        if parent is not None:
+            extensions.append({"id": link_id, "parentId": parent})
+    return reroutes, extensions
+
+
+def note_size(text: str, boxes: dict) -> tuple[int, int]:
+    """As wide as the graph (at most 1100), tall enough for the text at the frontend's Note font."""
+    import textwrap
+
+    width = int(min(1100, max(640, max(b.x + b.w for b in boxes.values()))))
+    chars = int((width - 30) / 6.2)  # its monospace text: about 5.5 px a character, 12 px a line
+    lines = sum(len(textwrap.wrap(par, chars)) or 1 for par in text.split("\n"))
+    return width, 40 + 14 * lines
 
 
 def node_size(info: dict, sockets: int) -> list[int]:
@@ -183,15 +231,11 @@ def node_size(info: dict, sockets: int) -> list[int]:
     return [340, height]
 
 
-def layout(graph: Graph, object_info: dict, socket_lists: dict) -> dict[int, tuple[list[int], list[int]]]:
-    """Columns left to right; within a column, nodes stacked in row order without overlapping."""
-    placed, next_y = {}, {}
-    for node in sorted(graph.nodes, key=lambda n: (n.column, n.row)):
-        size = node_size(object_info[node.type], len(socket_lists[node.id]))
-        y = next_y.get(node.column, 60)
-        placed[node.id] = ([40 + 400 * node.column, y], size)
-        next_y[node.column] = y + size[1] + 50
-    return placed
+def layout(graph: Graph, object_info: dict, socket_lists: dict, links: list) -> wl.Layout:
+    """Positions from the graph's topology (see workflow_layout)."""
+    sizes = {node.id: tuple(node_size(object_info[node.type], len(socket_lists[node.id]))) for node in graph.nodes}
+    edges = [wl.Edge(src, src_slot, dst, dst_slot) for _id, src, src_slot, dst, dst_slot, _t in links]
+    return wl.layout(sizes, edges)
 
 
 PACK_NODES = {
