@@ -28,7 +28,7 @@ STRENGTH = 0.7
 def prepare(harness) -> None:
     """Write the model files the graphs need (once, into the test cache) and the input picture."""
     models = Path(harness.models_dir)
-    factory.build_all(models)
+    factory.build_all(models, only=("checkpoint", "ckpt_base", "ckpt_custom"))  # what merge_graph loads
     paths = {k: models / v for k, v in factory.FULL_FILES.items()}
     if not paths["instruct_checkpoint"].exists():
         sd = {"model.diffusion_model." + k: v for k, v in factory.full_unet_state_dict(in_channels=8).items()}
