@@ -38,8 +38,7 @@ def peak_mib(device: str) -> float:
 
 
 def measure(fn, device: str, repeat: int, steps: int) -> tuple[float, float]:
-    """(best s/step after a warm-up, peak MiB of the timed runs)."""
-    fn()
+    """(best s/step after best_of's one warm-up, peak MiB of the warm-up and timed runs)."""
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -47,17 +46,19 @@ def measure(fn, device: str, repeat: int, steps: int) -> tuple[float, float]:
 
 
 def kernel_seconds(fn, device: str, calls: int) -> float:
-    """GPU kernel time per call from torch.profiler (sum of the device self time of every kernel)."""
-    if device != "cuda":
-        return float("nan")
+    """GPU kernel time per call from torch.profiler (sum of the device self time of every kernel);
+    on a CPU (smoke run) the CPU self time of every op, so the same code path runs."""
     from torch.profiler import ProfilerActivity, profile
 
-    fn()
-    sync(device)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    activity = ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU
+    with profile(activities=[activity]) as prof:
         fn()
         sync(device)
-    total_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) for e in prof.key_averages())
+    if device == "cuda":
+        total_us = sum(getattr(e, "self_device_time_total", 0) for e in prof.key_averages())
+        assert total_us > 0, "the profiler saw no CUDA kernel time"
+    else:
+        total_us = sum(e.self_cpu_time_total for e in prof.key_averages())
     return total_us / 1e6 / calls
 
 
@@ -70,8 +71,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: one size, few steps, one repeat")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     opts = ap.parse_args()
-    res_list = opts.res or ([512] if opts.quick else [512, 1024])
-    steps = opts.steps or (4 if opts.quick else 20)
+    cpu_smoke = opts.device == "cpu"  # a CPU runs every row once at a tiny size (plumbing only)
+    res_list = opts.res or ([64] if cpu_smoke else [512] if opts.quick else [512, 1024])
+    steps = opts.steps or (1 if cpu_smoke else 4 if opts.quick else 20)
     repeat = 1 if opts.quick else opts.repeat
     device = opts.device
 

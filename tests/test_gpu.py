@@ -39,9 +39,14 @@ def out_dir() -> Path:
 
 
 def run_logged(cmd: list[str], log: Path, timeout: int, env: dict | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, cwd=TESTS.parent, env=env, timeout=timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log.write_text(done.stdout)
-    return done
+    """Run with the output streamed into ``log`` (kept when the run times out), then read back."""
+    with open(log, "w") as f:
+        try:
+            rc = subprocess.run(cmd, cwd=TESTS.parent, env=env, timeout=timeout, stdout=f, stderr=subprocess.STDOUT).returncode
+        except subprocess.TimeoutExpired:
+            rc = f"timeout after {timeout} s"
+    text = log.read_text(errors="replace")
+    return subprocess.CompletedProcess(cmd, 0 if rc == 0 else 1, stdout=f"[exit: {rc}]\n{text}")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +55,7 @@ def reference() -> Path:
     digest = hashlib.sha256((TESTS / "gpu_tier_graphs.py").read_bytes()).hexdigest()[:12]
     path = cache_dir() / f"gpu-tier-reference-{digest}.pt"
     if not path.exists():
-        done = run_logged([sys.executable, str(TESTS / "gpu_tier_reference.py"), str(path)], out_dir() / "reference.log", timeout=400)
+        done = run_logged([sys.executable, str(TESTS / "gpu_tier_reference.py"), str(path)], out_dir() / "reference.log", timeout=200)
         assert done.returncode == 0 and path.exists(), f"the CPU reference failed:\n{done.stdout[-6000:]}"
     return path
 
