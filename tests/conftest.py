@@ -134,6 +134,7 @@ def log_capture():
 def pytest_configure(config):
     config.addinivalue_line("markers", "comfyui: runs a real in-process ComfyUI (skipped when none is found)")
     config.addinivalue_line("markers", "diffusers: needs the diffusers package (parity references)")
+    config.addinivalue_line("markers", "gpu: the GPU tier (python -m pytest -m gpu; needs CUDA, deselected otherwise)")
 
 
 def pytest_collection_modifyitems(config, items):

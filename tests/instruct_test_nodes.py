@@ -49,3 +49,60 @@ class InstructTestTinyClipVision:
 
 
 NODE_CLASS_MAPPINGS["InstructTestTinyClipVision"] = InstructTestTinyClipVision
+
+
+PROBES: list = []
+
+
+def _tensors(prefix: str, value, out: dict) -> None:
+    """Every tensor in a (nested) conditioning value, by a dotted name."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        out[prefix] = value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _tensors(f"{prefix}.{i}", item, out)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _tensors(f"{prefix}.{key}", item, out)
+
+
+class InstructTestDeviceProbe:
+    """Records, at every UNet call of a sampled model, where each input tensor lives and how much of
+    the model's weights ComfyUI holds on its load device (the GPU tier's placement checks)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "_for_testing"
+
+    def patch(self, model):
+        m = model.clone()
+
+        def probe(apply_model, args):
+            found: dict = {}
+            _tensors("input", args["input"], found)
+            _tensors("timestep", args["timestep"], found)
+            # transformer_options may hold CPU copies by design (moved per call): only the model inputs
+            _tensors("c", {k: v for k, v in args["c"].items() if k != "transformer_options"}, found)
+            PROBES.append(
+                {
+                    "devices": {name: str(t.device) for name, t in found.items()},
+                    "loaded": m.loaded_size(),
+                    "size": m.model_size(),
+                    "weight_dtype": str(m.model.get_dtype()),
+                    "manual_cast": str(m.model.manual_cast_dtype),
+                    "load_device": str(m.load_device),
+                }
+            )
+            return apply_model(args["input"], args["timestep"], **args["c"])
+
+        m.set_model_unet_function_wrapper(probe)
+        return (m,)
+
+
+NODE_CLASS_MAPPINGS["InstructTestDeviceProbe"] = InstructTestDeviceProbe

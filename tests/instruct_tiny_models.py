@@ -192,8 +192,8 @@ def _checkpoint(unet: dict) -> dict:
     return sd
 
 
-def build_all(root: Path) -> dict[str, Path]:
-    """Write every file that is missing; return name → path."""
+def build_all(root: Path, only: Iterable[str] | None = None) -> dict[str, Path]:
+    """Write every file that is missing (or just those named in ``only``); return name → path."""
     root = Path(root)
     makers: dict[str, Callable[[], None]] = {}
     paths = {name: root / rel for name, rel in FILES.items()}
@@ -235,8 +235,9 @@ def build_all(root: Path) -> dict[str, Path]:
         paths["corrupt"].write_bytes(data[: len(data) // 3])
 
     makers["corrupt"] = corrupt
+    wanted = set(makers) if only is None else set(only)
     for name, make in makers.items():
-        if not paths[name].exists():
+        if name in wanted and not paths[name].exists():
             make()
     return paths
 
