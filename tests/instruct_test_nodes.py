@@ -83,12 +83,16 @@ class InstructTestDeviceProbe:
     def patch(self, model):
         m = model.clone()
 
-        def probe(apply_model, args):
+        def probe(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+            # Recorded at the UNet's own forward (a DIFFUSION_MODEL wrapper), after core's apply_model has
+            # cast its inputs: core keeps c_crossattn wherever the text encoder left it (often the CPU) and
+            # moves it in BaseModel._apply_model, so what matters is where tensors are when the UNet runs.
             found: dict = {}
-            _tensors("input", args["input"], found)
-            _tensors("timestep", args["timestep"], found)
-            # transformer_options may hold CPU copies by design (moved per call): only the model inputs
-            _tensors("c", {k: v for k, v in args["c"].items() if k != "transformer_options"}, found)
+            _tensors("x", x, found)
+            _tensors("timesteps", timesteps, found)
+            _tensors("context", context, found)
+            _tensors("y", y, found)
+            _tensors("kwargs", kwargs, found)
             PROBES.append(
                 {
                     "devices": {name: str(t.device) for name, t in found.items()},
@@ -99,9 +103,11 @@ class InstructTestDeviceProbe:
                     "load_device": str(m.load_device),
                 }
             )
-            return apply_model(args["input"], args["timestep"], **args["c"])
+            return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 
-        m.set_model_unet_function_wrapper(probe)
+        import comfy.patcher_extension
+
+        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "instruct_test_device_probe", probe)
         return (m,)
 
 
