@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 
 CORE_TOKEN_SETS = ("full", "uncond")
 
+LATER_PATCH_ORDER = (
+    "IPAdapter-Instruct: cubiq's IPAdapter (IPAdapter Plus) was applied after IPAdapter-Instruct Apply on the same "
+    "layers; it can only stack in the other order. Apply the IPAdapter Plus node first and IPAdapter-Instruct Apply "
+    "after it (its patch then wraps IPAdapter Plus's)."
+)
+
 
 class TokenSets:
     """The projected token sets of one apply (full, uncond, img_only, everything), shared by its layers."""
@@ -138,11 +144,7 @@ class IPInstructAttention:
     def add(self, callback: Any, **kwargs: Any) -> None:
         """cubiq's IPAdapter stacks onto an attn2 patch it finds at its own key by calling ``add``
         (its SDXL keys are ours too). Taking it in would change the model this patch already belongs to."""
-        raise InstructInputError(
-            "IPAdapter-Instruct: cubiq's IPAdapter (IPAdapter Plus) was applied after IPAdapter-Instruct Apply on "
-            "the same layers; it can only stack in the other order. Apply the IPAdapter Plus node first and "
-            "IPAdapter-Instruct Apply after it (its patch then wraps IPAdapter Plus's)."
-        )
+        raise InstructInputError(LATER_PATCH_ORDER)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
         heads = extra_options["n_heads"]

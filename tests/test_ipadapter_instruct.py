@@ -719,3 +719,80 @@ def test_sdxl_encoding_uses_clip_l_alone_at_its_last_layer(comfy, env):
     default_cond = sdxl_clip.encode_from_tokens(sdxl_clip.tokenize(text))
     assert default_cond.shape[-1] == 2048
     assert not torch.allclose(default_cond[..., :768].float(), on_sd15.float(), atol=1e-2)  # penultimate, no final LN
+
+
+# ---- with cubiq's IPAdapter (IPAdapter Plus), kept outside the repo -----------------------------
+
+
+@pytest.fixture(scope="module")
+def ipadapter_plus(comfy):
+    """cubiq/ComfyUI_IPAdapter_plus from IPADAPTER_PLUS_PATH (default /root/ComfyUI_IPAdapter_plus)."""
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    root = Path(os.environ.get("IPADAPTER_PLUS_PATH", "/root/ComfyUI_IPAdapter_plus"))
+    if not (root / "IPAdapterPlus.py").is_file():
+        pytest.skip(f"cubiq's ComfyUI_IPAdapter_plus not found at {root} (set IPADAPTER_PLUS_PATH to a checkout)")
+    name = "ipadapter_plus_under_test"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name + ".IPAdapterPlus"]
+
+
+def plain_ip_adapter_sd15(seed=11):
+    """A plain SD1.5 IP-Adapter in cubiq's two-group format (4 tokens from 1024-d image_embeds), seeded."""
+    g = torch.Generator().manual_seed(seed)
+    image_proj = {
+        "proj.weight": torch.randn(4 * 768, 1024, generator=g) / 32,
+        "proj.bias": torch.zeros(4 * 768),
+        "norm.weight": torch.ones(768),
+        "norm.bias": torch.zeros(768),
+    }
+    import instruct_tiny_models  # noqa: F401  (layer widths below are SD1.5's, as in the spec module)
+
+    widths = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320, 1280]
+    ip = {}
+    for i, width in enumerate(widths):
+        for kind in ("k", "v"):
+            ip[f"{2 * i + 1}.to_{kind}_ip.weight"] = torch.randn(width, 768, generator=g) / 28
+    return {"image_proj": image_proj, "ip_adapter": ip}
+
+
+def _cubiq(plus, env, model):
+    return plus.IPAdapterAdvanced().apply_ipadapter(model, plain_ip_adapter_sd15(), weight=0.8, image=env.image, clip_vision=env.vision)[0]
+
+
+def test_cubiq_ipadapter_then_instruct_stacks_both(comfy, env, ipadapter_plus):
+    cubiq_only = _cubiq(ipadapter_plus, env, env.model)
+    both = apply_node(env, model=cubiq_only, task="style")
+    instruct_only = apply_node(env, task="style")
+    outs = {
+        n: run_sampler(comfy, m, env.pos, env.neg)
+        for n, m in [("base", env.model), ("cubiq", cubiq_only), ("both", both), ("instruct", instruct_only)]
+    }
+    assert not torch.allclose(outs["cubiq"], outs["base"], atol=1e-4)
+    assert not torch.allclose(outs["both"], outs["cubiq"], atol=1e-4) and not torch.allclose(outs["both"], outs["instruct"], atol=1e-4)
+    replace = both.model_options["transformer_options"]["patches_replace"]["attn2"]
+    assert type(replace[("input", 1, 0)].previous).__name__ == "Attn2Replace"  # ours wraps cubiq's
+
+
+def test_cubiq_ipadapter_after_instruct_is_refused_with_the_order_that_works(comfy, env, ipadapter_plus):
+    """SD1.5: cubiq registers at two-part keys, which ComfyUI shadows by ours, so its adapter would
+    silently not run: sampling refuses, naming the order that works (SDXL: cubiq's ``add`` on our
+    patch refuses at apply time with the same message)."""
+    errors = comfy.pack("models.errors")
+    late = _cubiq(ipadapter_plus, env, apply_node(env, task="style"))
+    with pytest.raises(errors.InstructInputError, match="Apply the IPAdapter Plus node first and IPAdapter-Instruct Apply after"):
+        run_sampler(comfy, late, env.pos, env.neg)
+    with pytest.raises(errors.InstructInputError, match="Apply the IPAdapter Plus node first"):
+        import nodes
+
+        nodes.common_ksampler(late, 1, 1, 5.0, "euler", "normal", env.pos, env.neg, latent())
+    patch = apply_node(env, task="style").model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1, 0)]
+    with pytest.raises(errors.InstructInputError, match="Apply the IPAdapter Plus node first"):
+        patch.add(lambda *a: 0, sigma_start=1.0, sigma_end=0.0)
