@@ -434,6 +434,19 @@ def test_several_images_concatenate_their_tokens_and_batched_cond_uncond_match_d
     torch.testing.assert_close(got[1:], expected_uncond, rtol=1e-4, atol=1e-4)
 
 
+def recorded(model):
+    """A clone recording ``cond_or_uncond`` of every UNet call (batched: several indices in one call)."""
+    calls: list = []
+
+    def record(apply_model, args):
+        calls.append(list(args["cond_or_uncond"]))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    m = model.clone()
+    m.set_model_unet_function_wrapper(record)
+    return m, calls
+
+
 def _sample_core(patched, pos, neg, lat):
     import nodes
 
@@ -452,14 +465,15 @@ def test_several_images_sample_the_same_batched_and_unbatched_on_a_plain_model(c
             return _sample_core(model, env.pos, env.neg, lat)
         return run_sampler(comfy, model, env.pos, env.neg, steps=1, text_cfg=5.0, image_cfg=1.5, lat=lat)
 
-    with TokenSpy(comfy) as spy:
-        together = sample(patched)
-    assert any(len(c) > 1 for c in spy.calls)  # cond and uncond did share a UNet call
-    with TokenSpy(comfy) as spy:
-        apart = sample(unbatched(patched))
-    assert spy.calls and all(len(c) == 1 for c in spy.calls)
+    patched, calls = recorded(patched)
+    together = sample(patched)
+    if not any(len(c) > 1 for c in calls):  # ComfyUI batches only when it estimates the memory is there
+        pytest.skip("ComfyUI did not batch cond and uncond on this machine (free memory too low)")
+    calls.clear()
+    apart = sample(unbatched(patched))
+    assert calls and all(len(c) == 1 for c in calls)
     branches = 4 if (task == "object" and sampler == "instruct") else 2
-    assert len({c[0] for c in spy.calls}) == branches
+    assert len({c[0] for c in calls}) == branches
     assert torch.isfinite(together).all()
     torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(together, sample(env.model), atol=1e-4)  # the adapter acted
@@ -512,9 +526,10 @@ def test_several_images_sample_the_same_batched_and_unbatched_on_an_instruct_mod
             return _sample_core(model, ie.pos, ie.neg, ie.lat)
         return run_sampler(comfy, model, ie.pos, ie.neg, steps=1, text_cfg=7.5, image_cfg=1.5, lat=ie.lat)
 
-    with TokenSpy(comfy) as spy:
-        together = sample(patched)
-    assert any(len(c) > 1 for c in spy.calls)
+    patched, calls = recorded(patched)
+    together = sample(patched)
+    if not any(len(c) > 1 for c in calls):
+        pytest.skip("ComfyUI did not batch cond and uncond on this machine (free memory too low)")
     apart = sample(unbatched(patched))
     assert torch.isfinite(together).all()
     torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-5)
