@@ -16,12 +16,13 @@ import torch
 
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.patcher_extension as ext
 import comfy.utils
 
 from ..samplers.guider import IP_GUIDANCE_ATTACHMENT
 from .errors import InstructInputError, InstructModelError
 from .ipadapter_instruct import EVERYTHING_INSTRUCTION, IPAdapterInstruct, build_adapter, layer_keys
-from .ipadapter_patch import IPInstructAttention, TokenSets
+from .ipadapter_patch import LATER_PATCH_ORDER, IPInstructAttention, TokenSets
 
 log = logging.getLogger(__name__)
 NODE = "IPAdapterInstructApply"
@@ -158,6 +159,21 @@ def check_layout(model: Any, keys: dict) -> None:
             )
 
 
+ORDER_CHECK = "ipadapter_instruct_order_check"
+
+
+def _refuse_shadowed_patches(executor: Any, *args: Any, **kwargs: Any) -> Any:
+    """OUTER_SAMPLE wrapper: an attn2 patch put on a block's two-part key after ours (cubiq's
+    IPAdapter on SD1.5) is shadowed by our three-part key and would silently never run."""
+    attn2 = executor.class_obj.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
+    for key, patch in attn2.items():
+        if isinstance(patch, IPInstructAttention) and len(key) == 3:
+            later = attn2.get(key[:2])
+            if later is not None and later is not patch.previous:
+                raise InstructInputError(f"{LATER_PATCH_ORDER} (layer {key[:2]}: {type(later).__name__})")
+    return executor(*args, **kwargs)
+
+
 def apply(
     model: Any,
     adapter: LoadedAdapter,
@@ -184,4 +200,6 @@ def apply(
         patch = IPInstructAttention(adapter.patcher, n, tokens, weight, sigma_start, sigma_end, mask, previous, guidance.four_branch)
         patched.set_model_attn2_replace(patch, key[0], key[1], key[2])
     patched.set_attachments(IP_GUIDANCE_ATTACHMENT, guidance)
+    if not ext.get_wrappers_with_key(ext.WrappersMP.OUTER_SAMPLE, ORDER_CHECK, patched.model_options, is_model_options=True):
+        ext.add_wrapper_with_key(ext.WrappersMP.OUTER_SAMPLE, ORDER_CHECK, _refuse_shadowed_patches, patched.model_options, True)
     return patched

@@ -325,7 +325,13 @@ def reference_wants_four_branch(query: str) -> bool:
 
 
 def reference_auto_scale(query: str, weight: float, base: str) -> float:
-    """SD1.5 reference default: the adapter weight is lowered by 0.2 for composition / pose queries."""
+    """The reference's ``auto_scale`` rule, one option for both bases.
+
+    SD1.5: the weight is lowered by 0.2 for composition / pose queries; SDXL: a composition query
+    sets the weight to 0.7 (the SDXL reference's rule, off by default there).
+    """
     if base == "SD1.5" and ("composition" in query or "pose" in query):
         return weight - 0.2
+    if base == "SDXL" and "composition" in query:
+        return 0.7
     return weight

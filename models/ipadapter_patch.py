@@ -6,6 +6,13 @@ and a second IPAdapter-Instruct stack instead of overwriting each other). The to
 per batch chunk from the branch being evaluated, read from the transformer options the guider
 passes down (``instruct_ip_token_sets``); under a core guider, index 0 is the cond (full tokens) and
 any other index the uncond.
+
+Several reference images: the projected tokens of the images are concatenated (16 per image) and
+every layer attends to all of them at once, as cubiq's IPAdapter does by default ("concat"). The
+unconditional set stays the 16 tokens of the zero image: B identical copies of it, which is what a
+per-image unconditional would be, attend exactly like one copy. A batch whose chunks carry token
+sets of different lengths (cond and uncond batched together) is attended run by run, so a branch
+gives the same result whether ComfyUI batches it with others or not.
 """
 
 from __future__ import annotations
@@ -19,10 +26,17 @@ import torch
 import comfy.ldm.modules.attention as attention
 
 from ..samplers.guider import TOKEN_SETS_KEY
+from .errors import InstructInputError
 
 log = logging.getLogger(__name__)
 
 CORE_TOKEN_SETS = ("full", "uncond")
+
+LATER_PATCH_ORDER = (
+    "IPAdapter-Instruct: cubiq's IPAdapter (IPAdapter Plus) was applied after IPAdapter-Instruct Apply on the same "
+    "layers; it can only stack in the other order. Apply the IPAdapter Plus node first and IPAdapter-Instruct Apply "
+    "after it (its patch then wraps IPAdapter Plus's)."
+)
 
 
 class TokenSets:
@@ -31,6 +45,9 @@ class TokenSets:
     def __init__(self, sets: dict[str, torch.Tensor]) -> None:
         self.sets = sets  # name → [1, T, C], T = 16 per reference image
         self.warned = False  # one warning per apply, not one per layer
+
+    def length(self, name: str) -> int:
+        return int(self.sets[name].shape[1])
 
     def for_chunks(self, names: list[str], chunk: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         parts = [self.sets[n].to(device=device, dtype=dtype).expand(chunk, -1, -1) for n in names]
@@ -83,11 +100,22 @@ class IPInstructAttention:
             if self.four_branch and not self.tokens.warned:
                 log.warning(
                     "IPAdapter-Instruct: this instruction uses the 4-branch guidance; sample with Instruct "
-                    "KSampler / Instruct Guider for it (a core sampler gives the simple 2-pass mode)."
+                    "KSampler / Instruct Guider for it (a core sampler gives the simple 2-pass mode, and "
+                    "IPAdapter-Instruct Apply's instruct_cfg and image_cfg are then not used)."
                 )
                 self.tokens.warned = True
             sets = CORE_TOKEN_SETS
         return [sets[i] if i < len(sets) else "uncond" for i in indices]
+
+    def _runs(self, names: list[str]) -> list[tuple[int, list[str]]]:
+        """Consecutive chunks whose token sets have the same length: (index of the first, their names)."""
+        runs: list[tuple[int, list[str]]] = []
+        for i, name in enumerate(names):
+            if runs and self.tokens.length(runs[-1][1][-1]) == self.tokens.length(name):
+                runs[-1][1].append(name)
+            else:
+                runs.append((i, [name]))
+        return runs
 
     def _ip_kv(self, names: list[str], chunk: int, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = (tuple(names), chunk, q.device, q.dtype)
@@ -113,6 +141,11 @@ class IPInstructAttention:
         mask = mask.reshape(mask.shape[0], h * w, 1)
         return mask.repeat(q.shape[0] // mask.shape[0], 1, 1) if mask.shape[0] != q.shape[0] else mask
 
+    def add(self, callback: Any, **kwargs: Any) -> None:
+        """cubiq's IPAdapter stacks onto an attn2 patch it finds at its own key by calling ``add``
+        (its SDXL keys are ours too). Taking it in would change the model this patch already belongs to."""
+        raise InstructInputError(LATER_PATCH_ORDER)
+
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
         heads = extra_options["n_heads"]
         if self.previous is not None:
@@ -125,8 +158,12 @@ class IPInstructAttention:
             return out
         names = self._names(extra_options)
         chunk = q.shape[0] // len(names)
-        ip_k, ip_v = self._ip_kv(names, chunk, q)
-        ip_out = attention.optimized_attention(q, ip_k, ip_v, heads, attn_precision=extra_options.get("attn_precision"))
+        parts = []
+        for first, run in self._runs(names):
+            rows = q[first * chunk : (first + len(run)) * chunk]
+            ip_k, ip_v = self._ip_kv(run, chunk, rows)
+            parts.append(attention.optimized_attention(rows, ip_k, ip_v, heads, attn_precision=extra_options.get("attn_precision")))
+        ip_out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         if self.mask is not None:
             ip_out = ip_out * self._mask_for(q, extra_options)
         return out + ip_out * self.weight

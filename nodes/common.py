@@ -13,12 +13,14 @@ CATEGORY = "instruct"
 
 TEXT_CFG_TOOLTIP = (
     "Text guidance s_T: how strongly the edit follows the instruction. InstructPix2Pix default 7.5 "
-    "(SDXL / CosXL Edit models: about 5). Raise it when the edit is too weak."
+    "(SDXL / CosXL Edit models: about 5). Raise it when the edit is too weak. On a plain (4-channel) "
+    "model: the CFG scale; in IPAdapter-Instruct's 4-branch guidance its g (reference 6, SDXL 5)."
 )
 IMAGE_CFG_TOOLTIP = (
     "Image guidance s_I: how closely the result keeps to the input image. Default 1.5 (usual range "
     "1.0–2.0); lower it when the edit is too weak, raise it when too much of the image changes. "
-    "1.0 skips the unconditional pass."
+    "1.0 skips the unconditional pass. Instruct (8-channel) models only: on a plain model it is not used "
+    "(IPAdapter-Instruct's 4-branch image scale is IPAdapter-Instruct Apply's image_cfg); keep it at 1.0 there."
 )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import folder_paths
 from comfy_api.latest import io
 
@@ -19,6 +21,10 @@ from .common import CATEGORY
 #: Our own socket type (cubiq's "IPADAPTER" would let users wire it into nodes that cannot use it).
 IPAdapterInstructType = io.Custom("IPADAPTER_INSTRUCT")
 
+log = logging.getLogger(__name__)
+
+#: instruct_cfg / image_cfg defaults; other values in the simple mode are reported as unused.
+FOUR_BRANCH_DEFAULTS = (6.0, 1.0)
 GUIDANCE_MODES = ("auto (as the reference)", "simple (2-pass CFG)", "4-branch")
 
 
@@ -67,7 +73,11 @@ class IPAdapterInstructApply(io.ComfyNode):
                     "clip_vision", tooltip="CLIP-ViT-H-14 (laion2B-s32B-b79K) image encoder, as the adapter was trained with."
                 ),
                 io.Clip.Input("clip", tooltip="The base model's CLIP; the instruction and prompts are encoded with its CLIP-L."),
-                io.Image.Input("image", tooltip="Reference image. Several images: their tokens are used side by side."),
+                io.Image.Input(
+                    "image",
+                    tooltip="Reference image. Several images (a batch): their tokens (16 each) are concatenated and "
+                    "attended together, not averaged; the unconditional branch keeps the zero image's 16 tokens.",
+                ),
                 io.Combo.Input(
                     "task",
                     options=[*TASKS, CUSTOM_TASK],
@@ -112,24 +122,29 @@ class IPAdapterInstructApply(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "instruct_cfg",
-                    default=6.0,
+                    default=FOUR_BRANCH_DEFAULTS[0],
                     min=0.0,
                     max=30.0,
                     step=0.1,
-                    tooltip="4-branch mode: guidance of the instruction (full vs 'everything' branch). Reference default 6 (SDXL 5).",
+                    tooltip="4-branch mode only (plain model, Instruct KSampler / Instruct Guider): s_instr, guidance of the "
+                    "instruction (full vs 'everything' branch). Reference default 6 (SDXL 5). The mode's g is the sampler's "
+                    "text_cfg. Not used in the simple mode, under a core sampler or on an instruct model (a warning says so).",
                 ),
                 io.Float.Input(
                     "image_cfg",
-                    default=1.0,
+                    default=FOUR_BRANCH_DEFAULTS[1],
                     min=0.0,
                     max=30.0,
                     step=0.1,
-                    tooltip="4-branch mode: guidance of the image (image-only vs unconditional branch). Reference default 1.",
+                    tooltip="4-branch mode only (plain model, Instruct KSampler / Instruct Guider): s_img, guidance of the "
+                    "image (image-only vs unconditional branch). Reference default 1. This, not the sampler's image_cfg, "
+                    "is the image scale of that mode. Not used in the simple mode, under a core sampler or on an instruct model.",
                 ),
                 io.Boolean.Input(
                     "auto_scale",
                     default=True,
-                    tooltip="As the SD1.5 reference: lower the weight by 0.2 when the instruction mentions composition or pose.",
+                    tooltip="The reference's auto_scale: SD1.5 lowers the weight by 0.2 when the instruction mentions "
+                    "composition or pose; SDXL sets it to 0.7 for composition.",
                 ),
                 io.Mask.Input(
                     "attn_mask", optional=True, tooltip="Optional: where in the output the adapter acts (white = full strength)."
@@ -166,6 +181,14 @@ class IPAdapterInstructApply(io.ComfyNode):
             four_branch = guidance == GUIDANCE_MODES[2]
         if auto_scale:
             weight = reference_auto_scale(query, weight, ipadapter.spec.base)
+        if not four_branch and (instruct_cfg, image_cfg) != FOUR_BRANCH_DEFAULTS:
+            log.warning(
+                "IPAdapter-Instruct Apply: instruct_cfg=%s / image_cfg=%s are not used: the instruction '%s' samples the "
+                "simple 2-pass CFG (its scale is the sampler's cfg / text_cfg). Choose guidance '4-branch' to use them.",
+                instruct_cfg,
+                image_cfg,
+                query,
+            )
         tokens = project_token_sets(ipadapter, clip, clip_vision, image, query, prompt, negative_prompt)
         spec = IPGuidance(four_branch=four_branch, instruct_cfg=instruct_cfg, image_cfg=image_cfg)
         return io.NodeOutput(apply(model, ipadapter, tokens, weight, start_at, end_at, attn_mask, spec))

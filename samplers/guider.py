@@ -47,6 +47,19 @@ IP_GUIDANCE_ATTACHMENT = "instruct_ip_guidance"
 TOKEN_SETS_KEY = "instruct_ip_token_sets"
 FOUR_BRANCHES = (UNCOND, IMAGE_ONLY, EVERYTHING, FULL)
 
+#: Pre-CFG hooks (``sampler_pre_cfg_function``) that only read the guidance direction (cond − uncond),
+#: the cond and the scale, by the module of the core node that sets them: the whole multi-branch
+#: guidance, written as one CFG pair (``equivalent_cfg_pair``), is exactly what they act on.
+#: APG: adaptive projected guidance; FreSca: frequency scaling; LatentApplyOperationCFG.
+PAIR_SAFE_PRE_CFG_MODULES = frozenset({"nodes_apg", "nodes_fresca", "nodes_latent"})
+
+
+def hook_node(fn: Any) -> str:
+    """'APG (comfy_extras.nodes_apg)' for a hook closure defined in a node's execute."""
+    module = getattr(fn, "__module__", None) or "?"
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return f"{qualname.split('.')[0]} ({module})"
+
 
 def is_instruct_model(model_patcher: Any) -> bool:
     """True for models that concatenate an input-image latent (ComfyUI's IP2P model classes)."""
@@ -197,6 +210,7 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         else:
             self.branches, token_sets = (UNCOND, FULL), ("uncond", "full")
         self.token_sets = token_sets
+        self._warn_unused_scales()
         self.cfg = schedule.text_cfg  # what generic code reading ``guider.cfg`` should see
         self.region_mask: Optional[torch.Tensor] = None
         self.region_feather = 0
@@ -204,6 +218,42 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         #: After sampling with ``track_edit_mask``: the edit mask [B,1,h,w] in latent cells (None if no step ran).
         self.edit_mask: Optional[torch.Tensor] = None
         self._run: Optional[_RegionRun] = None
+        self._warned_hooks: set[int] = set()
+
+    def _warn_unused_scales(self) -> None:
+        """Each scale has one home; a value set where it has no effect is said, not silently dropped.
+
+        Instruct model: text_cfg and image_cfg (dual CFG); an adapter's 4-branch scales do not apply.
+        Plain model: text_cfg (ordinary CFG, or g of the 4-branch guidance, whose other two scales are
+        IPAdapter-Instruct Apply's); this node's image_cfg and its window have nothing to act on.
+        """
+        s = self.schedule
+        if self.instruct:
+            if self.ip_guidance is not None and self.ip_guidance.four_branch:
+                log.warning(
+                    "%s: IPAdapter-Instruct Apply asked for the 4-branch guidance, but this is an instruct (8-channel) "
+                    "model, which samples the dual CFG (text_cfg, image_cfg of this node): Apply's instruct_cfg and "
+                    "image_cfg are not used. Set Apply's guidance to 'simple (2-pass CFG)'.",
+                    self.node,
+                )
+            return
+        window = (s.image_start, s.image_end) != (0.0, 1.0)
+        if s.image_cfg == 1.0 and not window:
+            return
+        if self.four_branch:
+            where = (
+                f"the image scale of IPAdapter-Instruct's 4-branch guidance is IPAdapter-Instruct Apply's image_cfg "
+                f"({self.ip_guidance.image_cfg})"
+            )
+        else:
+            where = "image_cfg only acts on an instruct (8-channel) model"
+        log.warning(
+            "%s: image_cfg=%s%s is not used on this plain (4-channel) model: %s. Set image_cfg to 1.0 here.",
+            self.node,
+            s.image_cfg,
+            " and its image_cfg_start/end window" if window else "",
+            where,
+        )
 
     def set_region(self, mask: Optional[torch.Tensor], feather: int = 0) -> None:
         """Restrict the edit to ``mask`` (a MASK the size of the input image): outside it every step
@@ -227,8 +277,6 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
 
     def set_conds(self, positive: list, negative: list) -> None:
         branches = build_branches(self.model_patcher, positive, negative, node=self.node, four_branch=self.four_branch)
-        if not self.instruct and not self.four_branch:
-            log.info("%s: model is not an instruct model; sampling ordinary CFG at text_cfg, image_cfg unused", self.node)
         self.inner_set_conds({_COND_KEYS[name]: conds for name, conds in branches.items()})
 
     def _chain(self, timestep: torch.Tensor) -> Chain:
@@ -269,12 +317,20 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
             alpha = _rescale_alpha(self.inner_model.model_sampling, timestep)
             combined = rescale_guidance(combined, reference, x, alpha, self.guidance_rescale)
 
-        if "sampler_cfg_function" in model_options or model_options.get("sampler_post_cfg_function"):
-            uncond_eff, k = equivalent_cfg_pair(combined, reference, chain)
+        pre_cfg = self._pre_cfg_hooks(model_options.get("sampler_pre_cfg_function", []))
+        if pre_cfg or "sampler_cfg_function" in model_options or model_options.get("sampler_post_cfg_function"):
+            cond_pred, uncond_pred, k = self._cfg_pair(combined, reference, chain, preds)
+            if pre_cfg:
+                out = [cond_pred, uncond_pred]
+                pair_conds = [self.conds.get("positive"), self.conds.get("negative")]
+                for fn in pre_cfg:  # as core's sampling_function calls them, on the pair below
+                    args = {"conds": pair_conds, "conds_out": out, "cond_scale": k, "timestep": timestep, "input": x}
+                    out = fn({**args, "sigma": timestep, "model": self.inner_model, "model_options": model_options})
+                cond_pred, uncond_pred = out[0], out[1]
             return comfy.samplers.cfg_function(
                 self.inner_model,
-                reference,
-                uncond_eff,
+                cond_pred,
+                uncond_pred,
                 k,
                 x,
                 timestep,
@@ -283,6 +339,37 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
                 uncond=self.conds.get("negative"),
             )
         return combined
+
+    def _cfg_pair(self, combined: torch.Tensor, reference: torch.Tensor, chain: Chain, preds: dict) -> tuple:
+        """The (cond, uncond, scale) the cfg hooks see: ordinary CFG's own pair when that is what is
+        sampled, else the whole multi-branch guidance as one equivalent pair."""
+        if self.branches == (UNCOND, FULL) and self.guidance_rescale == 0.0 and preds[UNCOND] is not None:
+            return preds[FULL], preds[UNCOND], chain.scales[0]
+        uncond_eff, k = equivalent_cfg_pair(combined, reference, chain)
+        return reference, uncond_eff, k
+
+    def _pre_cfg_hooks(self, hooks: list) -> list:
+        """All of them for ordinary CFG; for three or four branches those in
+        ``PAIR_SAFE_PRE_CFG_MODULES``. The others (TCFG, for one, rebuilds the unconditional
+        prediction itself, which the multi-branch guidance does not have) are skipped, with one
+        warning per hook naming its node."""
+        if self.branches == (UNCOND, FULL):
+            return list(hooks)
+        kept = []
+        for fn in hooks:
+            if (getattr(fn, "__module__", "") or "").rsplit(".", 1)[-1] in PAIR_SAFE_PRE_CFG_MODULES:
+                kept.append(fn)
+            elif id(fn) not in self._warned_hooks:
+                self._warned_hooks.add(id(fn))
+                log.warning(
+                    "%s: the pre-CFG hook of %s is not applied: it works on one unconditional prediction, and the "
+                    "%d-branch guidance has none (APG, FreSca and LatentApplyOperationCFG do apply). Sample it with "
+                    "core KSampler / CFGGuider instead.",
+                    self.node,
+                    hook_node(fn),
+                    len(self.branches),
+                )
+        return kept
 
     def outer_predict_noise(
         self,

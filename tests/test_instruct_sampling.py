@@ -487,3 +487,70 @@ def test_area_mask_and_gligen_of_the_negative_reach_both_of_its_branches(comfy, 
         assert entry["area"] == (4, 4, 0, 0) and entry["gligen"][0] == "position" and entry["mask"].shape == (1, 8, 8)
     assert "concat_latent_image" in guider.original_conds["image_only"][0]
     assert "concat_latent_image" not in guider.original_conds["negative"][0]
+
+
+# ---- pre-CFG hooks of core nodes, and scales that would have no effect --------------------------
+
+
+def plain_model(tiny):
+    import comfy.sd as comfy_sd
+
+    return comfy_sd.load_checkpoint_guess_config(str(tiny["checkpoint_4ch"]), output_vae=False, output_clip=False)[0]
+
+
+@pytest.mark.parametrize("hook", ["APG", "TCFG"])
+def test_pre_cfg_hooks_of_core_nodes_on_a_plain_model_are_exactly_core_ksamplers(comfy, tiny, conds, hook):
+    from comfy_extras.nodes_apg import APG
+    from comfy_extras.nodes_tcfg import TCFG
+
+    import nodes
+
+    model = plain_model(tiny)
+    hooked = APG.execute(model, eta=0.3, norm_threshold=2.0, momentum=-0.5)[0] if hook == "APG" else TCFG.execute(model)[0]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    mine = sample(comfy, hooked, conds["raw_pos"], conds["raw_neg"], latent, text_cfg=6.0, image_cfg=1.0)
+    core = nodes.common_ksampler(hooked, 3, 2, 6.0, "euler", "normal", conds["raw_pos"], conds["raw_neg"], latent)[0]["samples"]
+    torch.testing.assert_close(mine, core, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(mine, sample(comfy, model, conds["raw_pos"], conds["raw_neg"], latent, text_cfg=6.0, image_cfg=1.0))
+
+
+def test_apg_acts_on_the_whole_three_way_guidance(comfy, loaded, conds):
+    """One euler step returns the guided x0. APG written out independently on the pair
+    (reference = full branch, uncond_eff) that carries the whole three-way guidance at scale s_T."""
+    from comfy_extras.nodes_apg import APG
+
+    def x0(model, text_cfg, image_cfg):
+        return sample(comfy, model, conds["pos"], conds["neg"], conds["latent"], text_cfg=text_cfg, image_cfg=image_cfg, steps=1).double()
+
+    combined, full = x0(loaded.model, 7.5, 1.5), x0(loaded.model, 1.0, 1.0)
+    k, eta = 7.5, 0.25
+    uncond_eff = (combined - k * full) / (1 - k)
+    guidance = full - uncond_eff
+    unit = full / torch.linalg.vector_norm(full, dim=(-1, -2, -3), keepdim=True)
+    parallel = (guidance * unit).sum(dim=(-1, -2, -3), keepdim=True) * unit
+    expected = full + k * (guidance - parallel + eta * parallel)
+    got = x0(APG.execute(loaded.model, eta=eta, norm_threshold=0.0, momentum=0.0)[0], 7.5, 1.5)
+    assert not torch.allclose(got, combined, atol=1e-3)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_pre_cfg_hook_that_needs_one_uncond_is_skipped_on_three_branches_with_one_warning(comfy, loaded, conds, log_capture):
+    from comfy_extras.nodes_tcfg import TCFG
+
+    hooked = TCFG.execute(loaded.model)[0]
+    got = sample(comfy, hooked, conds["pos"], conds["neg"], conds["latent"], steps=3)
+    torch.testing.assert_close(got, sample(comfy, loaded.model, conds["pos"], conds["neg"], conds["latent"], steps=3))
+    warnings = [m for m in log_capture.messages() if "pre-CFG hook of TCFG (comfy_extras.nodes_tcfg)" in m]
+    assert len(warnings) == 1 and "not applied" in warnings[0]
+
+
+def test_image_cfg_on_a_plain_model_is_reported_unused(comfy, tiny, conds, log_capture):
+    model = plain_model(tiny)
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    sample(comfy, model, conds["raw_pos"], conds["raw_neg"], latent, text_cfg=6.0, image_cfg=1.0, steps=1)
+    assert not [m for m in log_capture.messages() if "is not used" in m]
+    sample(comfy, model, conds["raw_pos"], conds["raw_neg"], latent, text_cfg=6.0, image_cfg=1.0, steps=1, image_cfg_end=0.5)
+    sample(comfy, model, conds["raw_pos"], conds["raw_neg"], latent, text_cfg=6.0, image_cfg=1.5, steps=1)
+    warnings = [m for m in log_capture.messages() if "is not used on this plain (4-channel) model" in m]
+    assert len(warnings) == 2 and "image_cfg_start/end window" in warnings[0] and "image_cfg=1.5" in warnings[1]
+    assert "only acts on an instruct" in warnings[1]

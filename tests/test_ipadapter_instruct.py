@@ -229,34 +229,36 @@ def _diffusers_unet_from(model):
     return unet.eval()
 
 
+def _diffusers_ip_unet(env, unet, num_tokens, scale):
+    """diffusers' own IP-Adapter processors on ``unet`` for ``num_tokens`` appended tokens."""
+    from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0
+
+    processors = {}
+    weights = env.adapter.module.ip_layers
+    chans = unet.config.block_out_channels
+    for index, name in enumerate(unet.attn_processors):
+        if name.endswith("attn1.processor"):
+            processors[name] = AttnProcessor2_0()
+            continue
+        block = None if name.startswith("mid_block") else int(name.split(".")[1])
+        hidden = chans[-1] if block is None else (chans[block] if name.startswith("down_blocks") else list(reversed(chans))[block])
+        proc = IPAdapterAttnProcessor2_0(hidden, 768, num_tokens=(num_tokens,), scale=scale)
+        proc.to_k_ip[0].weight.data = weights[f"{index}_to_k_ip"].weight.detach().float().clone()
+        proc.to_v_ip[0].weight.data = weights[f"{index}_to_v_ip"].weight.detach().float().clone()
+        processors[name] = proc
+    unet.set_attn_processor(processors)
+    return unet
+
+
 def test_one_patched_unet_evaluation_matches_diffusers_ip_adapter_attention(comfy, env):
     """Independent path: diffusers' own IPAdapterAttnProcessor2_0 on every attention processor, the
     reference's key numbering (index in ``unet.attn_processors``, down → up → mid), tokens appended."""
-    from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0
-
     import comfy.model_management as mm
 
     tokens = env.apply_mod.project_token_sets(env.adapter, env.clip, env.vision, env.image, "use the style", "a cat", "blurry")
     guidance = env.apply_mod.IPGuidance(four_branch=False, instruct_cfg=6.0, image_cfg=1.0)
     patched = env.apply_mod.apply(env.model, env.adapter, tokens, 0.7, 0.0, 1.0, None, guidance)
-
-    unet = _diffusers_unet_from(env.model)
-    processors = {}
-    weights = env.adapter.module.ip_layers
-    for index, (name, old) in enumerate(unet.attn_processors.items()):
-        if name.endswith("attn1.processor"):
-            processors[name] = AttnProcessor2_0()
-            continue
-        hidden = unet.config.block_out_channels[-1] if name.startswith("mid_block") else None
-        if hidden is None:
-            block = int(name.split(".")[1])
-            chans = unet.config.block_out_channels
-            hidden = chans[block] if name.startswith("down_blocks") else list(reversed(chans))[block]
-        proc = IPAdapterAttnProcessor2_0(hidden, 768, num_tokens=(16,), scale=0.7)
-        proc.to_k_ip[0].weight.data = weights[f"{index}_to_k_ip"].weight.detach().float().clone()
-        proc.to_v_ip[0].weight.data = weights[f"{index}_to_v_ip"].weight.detach().float().clone()
-        processors[name] = proc
-    unet.set_attn_processor(processors)
+    unet = _diffusers_ip_unet(env, _diffusers_unet_from(env.model), 16, 0.7)
 
     g = torch.Generator().manual_seed(8)
     x = torch.randn(1, 4, 8, 8, generator=g)
@@ -367,6 +369,195 @@ def test_instruct_ip2p_model_routes_positive_tokens_to_full_and_negative_to_the_
     assert guider.branches == ("uncond", "image_only", "full") and guider.token_sets == ("uncond", "uncond", "full")
     with pytest.raises(comfy.pack("models.errors").InstructInputError, match="no cross-attention layer"):
         apply_node(env, model=loaded.model)
+
+
+# ---- several reference images ------------------------------------------------------------------
+
+
+def images(n):
+    return torch.rand(n, 96, 80, 3, generator=torch.Generator().manual_seed(30 + n))
+
+
+def unbatched(model):
+    """A clone whose conds are evaluated one per UNet call (what ComfyUI does when memory is short):
+    a CALC_COND_BATCH wrapper, ComfyUI's own extension point, hands calc_cond_batch one cond at a time
+    at its own index, so ``cond_or_uncond`` is what an unbatched run sees."""
+    import comfy.patcher_extension as ext
+
+    def one_at_a_time(executor, inner, conds, x, t, options):
+        out = [torch.zeros_like(x) for _ in conds]
+        for i, cond in enumerate(conds):
+            if cond is not None:
+                out[i] = executor(inner, [cond if j == i else None for j in range(len(conds))], x, t, options)[i]
+        return out
+
+    m = model.clone()
+    ext.add_wrapper_with_key(ext.WrappersMP.CALC_COND_BATCH, "test-unbatched", one_at_a_time, m.model_options, is_model_options=True)
+    return m
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_several_images_concatenate_their_tokens_and_batched_cond_uncond_match_diffusers(comfy, env, count):
+    """B images: the full set is the B single-image sets side by side (16·B tokens), the unconditional
+    set the zero image's 16. One UNet call on a [cond, uncond] batch equals diffusers' IP-Adapter
+    attention run per branch with 16·B and 16 appended tokens."""
+    import comfy.model_management as mm
+
+    pics = images(count)
+    tokens = env.apply_mod.project_token_sets(env.adapter, env.clip, env.vision, pics, "use the object", "a cat", "blurry")
+    assert tuple(tokens["full"].shape) == (1, 16 * count, 768) and tuple(tokens["uncond"].shape) == (1, 16, 768)
+    for k in range(count):
+        alone = env.apply_mod.project_token_sets(env.adapter, env.clip, env.vision, pics[k : k + 1], "use the object", "a cat", "blurry")
+        for name in ("full", "img_only", "everything"):
+            torch.testing.assert_close(tokens[name][:, 16 * k : 16 * (k + 1)], alone[name], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(tokens["uncond"], alone["uncond"])
+    guidance = env.apply_mod.IPGuidance(four_branch=False, instruct_cfg=6.0, image_cfg=1.0)
+    patched = env.apply_mod.apply(env.model, env.adapter, tokens, 0.7, 0.0, 1.0, None, guidance)
+
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(1, 4, 8, 8, generator=g)
+    t = torch.tensor([500.0])
+    pos, neg = env.pos[0][0].float(), env.neg[0][0].float()
+    with torch.no_grad():
+        cond_unet = _diffusers_ip_unet(env, _diffusers_unet_from(env.model), 16 * count, 0.7)
+        expected_cond = cond_unet(x, t, encoder_hidden_states=torch.cat([pos, tokens["full"].float()], dim=1)).sample
+        uncond_unet = _diffusers_ip_unet(env, cond_unet, 16, 0.7)
+        expected_uncond = uncond_unet(x, t, encoder_hidden_states=torch.cat([neg, tokens["uncond"].float()], dim=1)).sample
+        mm.load_models_gpu([patched])
+        to = {
+            "patches_replace": patched.model_options["transformer_options"]["patches_replace"],
+            "cond_or_uncond": [0, 1],
+            "sigmas": torch.tensor([1.0, 1.0]),
+        }
+        got = patched.model.diffusion_model(x.repeat(2, 1, 1, 1), t.repeat(2), context=torch.cat([pos, neg]), transformer_options=to)
+    torch.testing.assert_close(got[:1], expected_cond, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got[1:], expected_uncond, rtol=1e-4, atol=1e-4)
+
+
+def recorded(model):
+    """A clone recording ``cond_or_uncond`` of every UNet call (batched: several indices in one call)."""
+    calls: list = []
+
+    def record(apply_model, args):
+        calls.append(list(args["cond_or_uncond"]))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    m = model.clone()
+    m.set_model_unet_function_wrapper(record)
+    return m, calls
+
+
+def _sample_core(patched, pos, neg, lat):
+    import nodes
+
+    return nodes.common_ksampler(patched, 1, 1, 5.0, "euler", "normal", pos, neg, lat)[0]["samples"]
+
+
+@pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.parametrize("task", ["style", "object"])  # simple 2-pass / 4-branch guidance
+@pytest.mark.parametrize("sampler", ["core", "instruct"])
+def test_several_images_sample_the_same_batched_and_unbatched_on_a_plain_model(comfy, env, count, task, sampler):
+    patched = apply_node(env, image=images(count), task=task)
+    lat = latent()
+
+    def sample(model):
+        if sampler == "core":
+            return _sample_core(model, env.pos, env.neg, lat)
+        return run_sampler(comfy, model, env.pos, env.neg, steps=1, text_cfg=5.0, image_cfg=1.5, lat=lat)
+
+    patched, calls = recorded(patched)
+    together = sample(patched)
+    if not any(len(c) > 1 for c in calls):  # ComfyUI batches only when it estimates the memory is there
+        pytest.skip("ComfyUI did not batch cond and uncond on this machine (free memory too low)")
+    calls.clear()
+    apart = sample(unbatched(patched))
+    assert calls and all(len(c) == 1 for c in calls)
+    branches = 4 if (task == "object" and sampler == "instruct") else 2
+    assert len({c[0] for c in calls}) == branches
+    assert torch.isfinite(together).all()
+    torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(together, sample(env.model), atol=1e-4)  # the adapter acted
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_four_branch_formula_with_several_images(comfy, env, count):
+    """Combined (batched) prediction against the formula over each branch evaluated alone."""
+    patched = apply_node(env, image=images(count), task="object", instruct_cfg=4.0, image_cfg=1.5)
+    guider = comfy.pack("samplers.guider").InstructDualCFGGuider(patched, comfy.pack("samplers.dual_cfg").ScaleSchedule(5.0, 1.5))
+    guider.set_conds(env.pos, env.neg)
+    capture = {}
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    guider.sample(
+        noise, torch.zeros_like(noise), _branch_predictions(comfy, patched, env.pos, env.neg, capture), torch.tensor([8.0, 0.0]), seed=0
+    )
+    u, i, e, c = (capture[k] for k in ("uncond", "image_only", "everything", "full"))
+    torch.testing.assert_close(capture["combined"], u + 1.5 * (i - u) + 5.0 * (e - i) + 4.0 * (c - e), rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def instruct_env(comfy, env, full):
+    loaded = comfy.pack("models.instruct_loader").load_instruct(str(full["instruct_checkpoint"]))
+    cond = (
+        comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
+        .execute(
+            positive=env.pos,
+            negative=env.neg,
+            vae=loaded.vae,
+            image=torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(4)),
+            size_mode="crop to multiple of 8",
+            latent_output="empty (denoise 1.0)",
+        )
+        .result
+    )
+    return types.SimpleNamespace(loaded=loaded, pos=cond[0], neg=cond[1], lat=cond[2])
+
+
+@pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.parametrize("task", ["style", "object"])
+@pytest.mark.parametrize("sampler", ["core", "instruct"])
+def test_several_images_sample_the_same_batched_and_unbatched_on_an_instruct_model(
+    comfy, env, instruct_env, count, task, sampler, log_capture
+):
+    ie = instruct_env
+    patched = apply_node(env, model=ie.loaded.model, clip=ie.loaded.clip, image=images(count), task=task)
+
+    def sample(model):
+        if sampler == "core":
+            return _sample_core(model, ie.pos, ie.neg, ie.lat)
+        return run_sampler(comfy, model, ie.pos, ie.neg, steps=1, text_cfg=7.5, image_cfg=1.5, lat=ie.lat)
+
+    patched, calls = recorded(patched)
+    together = sample(patched)
+    if not any(len(c) > 1 for c in calls):
+        pytest.skip("ComfyUI did not batch cond and uncond on this machine (free memory too low)")
+    apart = sample(unbatched(patched))
+    assert torch.isfinite(together).all()
+    torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-5)
+    if task == "object" and sampler == "instruct":  # the 4-branch request cannot be met on an instruct model
+        assert [m for m in log_capture.messages() if "instruct (8-channel) model, which samples the dual CFG" in m]
+
+
+# ---- one home for each scale ----------------------------------------------------------------------
+
+
+def test_four_branch_image_scale_is_the_apply_nodes_and_a_set_sampler_image_cfg_is_reported(comfy, env, log_capture):
+    patched = apply_node(env, task="object", instruct_cfg=4.0, image_cfg=1.5)
+    at_one = run_sampler(comfy, patched, env.pos, env.neg, text_cfg=5.0, image_cfg=1.0)
+    assert not [m for m in log_capture.messages() if "is not used" in m]
+    at_three = run_sampler(comfy, patched, env.pos, env.neg, text_cfg=5.0, image_cfg=3.0)
+    torch.testing.assert_close(at_three, at_one, rtol=0, atol=0)  # the sampler's image_cfg has no branch here
+    warnings = [m for m in log_capture.messages() if "image_cfg=3.0 is not used" in m]
+    assert len(warnings) == 1 and "IPAdapter-Instruct Apply's image_cfg (1.5)" in warnings[0]
+    other = run_sampler(comfy, apply_node(env, task="object", instruct_cfg=4.0, image_cfg=2.5), env.pos, env.neg, image_cfg=1.0)
+    assert not torch.allclose(other, at_one, atol=1e-5)  # Apply's image_cfg is the one that acts
+
+
+def test_four_branch_scales_set_in_the_simple_mode_are_reported(comfy, env, log_capture):
+    apply_node(env, task="style")
+    assert not [m for m in log_capture.messages() if "are not used" in m]
+    apply_node(env, task="style", instruct_cfg=4.0)
+    warnings = [m for m in log_capture.messages() if "instruct_cfg=4.0 / image_cfg=1.0 are not used" in m]
+    assert len(warnings) == 1 and "'4-branch'" in warnings[0]
 
 
 # ---- composition --------------------------------------------------------------------------------
@@ -543,3 +734,80 @@ def test_sdxl_encoding_uses_clip_l_alone_at_its_last_layer(comfy, env):
     default_cond = sdxl_clip.encode_from_tokens(sdxl_clip.tokenize(text))
     assert default_cond.shape[-1] == 2048
     assert not torch.allclose(default_cond[..., :768].float(), on_sd15.float(), atol=1e-2)  # penultimate, no final LN
+
+
+# ---- with cubiq's IPAdapter (IPAdapter Plus), kept outside the repo -----------------------------
+
+
+@pytest.fixture(scope="module")
+def ipadapter_plus(comfy):
+    """cubiq/ComfyUI_IPAdapter_plus from IPADAPTER_PLUS_PATH (default /root/ComfyUI_IPAdapter_plus)."""
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    root = Path(os.environ.get("IPADAPTER_PLUS_PATH", "/root/ComfyUI_IPAdapter_plus"))
+    if not (root / "IPAdapterPlus.py").is_file():
+        pytest.skip(f"cubiq's ComfyUI_IPAdapter_plus not found at {root} (set IPADAPTER_PLUS_PATH to a checkout)")
+    name = "ipadapter_plus_under_test"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name + ".IPAdapterPlus"]
+
+
+def plain_ip_adapter_sd15(seed=11):
+    """A plain SD1.5 IP-Adapter in cubiq's two-group format (4 tokens from 1024-d image_embeds), seeded."""
+    g = torch.Generator().manual_seed(seed)
+    image_proj = {
+        "proj.weight": torch.randn(4 * 768, 1024, generator=g) / 32,
+        "proj.bias": torch.zeros(4 * 768),
+        "norm.weight": torch.ones(768),
+        "norm.bias": torch.zeros(768),
+    }
+    import instruct_tiny_models  # noqa: F401  (layer widths below are SD1.5's, as in the spec module)
+
+    widths = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320, 1280]
+    ip = {}
+    for i, width in enumerate(widths):
+        for kind in ("k", "v"):
+            ip[f"{2 * i + 1}.to_{kind}_ip.weight"] = torch.randn(width, 768, generator=g) / 28
+    return {"image_proj": image_proj, "ip_adapter": ip}
+
+
+def _cubiq(plus, env, model):
+    return plus.IPAdapterAdvanced().apply_ipadapter(model, plain_ip_adapter_sd15(), weight=0.8, image=env.image, clip_vision=env.vision)[0]
+
+
+def test_cubiq_ipadapter_then_instruct_stacks_both(comfy, env, ipadapter_plus):
+    cubiq_only = _cubiq(ipadapter_plus, env, env.model)
+    both = apply_node(env, model=cubiq_only, task="style")
+    instruct_only = apply_node(env, task="style")
+    outs = {
+        n: run_sampler(comfy, m, env.pos, env.neg)
+        for n, m in [("base", env.model), ("cubiq", cubiq_only), ("both", both), ("instruct", instruct_only)]
+    }
+    assert not torch.allclose(outs["cubiq"], outs["base"], atol=1e-4)
+    assert not torch.allclose(outs["both"], outs["cubiq"], atol=1e-4) and not torch.allclose(outs["both"], outs["instruct"], atol=1e-4)
+    replace = both.model_options["transformer_options"]["patches_replace"]["attn2"]
+    assert type(replace[("input", 1, 0)].previous).__name__ == "Attn2Replace"  # ours wraps cubiq's
+
+
+def test_cubiq_ipadapter_after_instruct_is_refused_with_the_order_that_works(comfy, env, ipadapter_plus):
+    """SD1.5: cubiq registers at two-part keys, which ComfyUI shadows by ours, so its adapter would
+    silently not run: sampling refuses, naming the order that works (SDXL: cubiq's ``add`` on our
+    patch refuses at apply time with the same message)."""
+    errors = comfy.pack("models.errors")
+    late = _cubiq(ipadapter_plus, env, apply_node(env, task="style"))
+    with pytest.raises(errors.InstructInputError, match="Apply the IPAdapter Plus node first and IPAdapter-Instruct Apply after"):
+        run_sampler(comfy, late, env.pos, env.neg)
+    with pytest.raises(errors.InstructInputError, match="Apply the IPAdapter Plus node first"):
+        import nodes
+
+        nodes.common_ksampler(late, 1, 1, 5.0, "euler", "normal", env.pos, env.neg, latent())
+    patch = apply_node(env, task="style").model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1, 0)]
+    with pytest.raises(errors.InstructInputError, match="Apply the IPAdapter Plus node first"):
+        patch.add(lambda *a: 0, sigma_start=1.0, sigma_end=0.0)

@@ -165,5 +165,7 @@ def test_task_presets_and_the_reference_mode_rule():
     assert all(spec_mod.reference_wants_four_branch(q) for q in four)
     assert spec_mod.reference_wants_four_branch("use the pose")
     assert spec_mod.reference_auto_scale("use the composition", 0.8, "SD1.5") == pytest.approx(0.6)
-    assert spec_mod.reference_auto_scale("use the composition", 0.8, "SDXL") == 0.8
+    assert spec_mod.reference_auto_scale("use the composition", 0.9, "SDXL") == pytest.approx(0.7)  # SDXL: set to 0.7
+    assert spec_mod.reference_auto_scale("use the pose", 0.9, "SDXL") == 0.9  # SDXL's rule is composition only
+    assert spec_mod.reference_auto_scale("use the pose", 0.8, "SD1.5") == pytest.approx(0.6)
     assert spec_mod.reference_auto_scale("use the style", 0.8, "SD1.5") == 0.8
