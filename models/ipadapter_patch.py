@@ -166,4 +166,4 @@ class IPInstructAttention:
         ip_out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         if self.mask is not None:
             ip_out = ip_out * self._mask_for(q, extra_options)
-        return out + ip_out * self.weight
+        return torch.add(out, ip_out, alpha=self.weight)  # one kernel for out + weight·ip_out
