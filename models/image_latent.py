@@ -147,6 +147,8 @@ def composite_into_original(
             f"{node}: the mask is {mask.shape[2]}x{mask.shape[1]}; it must be the size of the original ({width}x{height}) "
             f"or of the edited image ({w}x{h})."
         )
-    weight = feather_inward(mask[:, None], max(0, int(feather)))[:, 0, :, :, None].to(canvas)
-    blended = canvas * weight + original * (1.0 - weight)
-    return torch.where(weight > 0, blended, original.expand_as(blended))
+    # Blended in fp32 (at least): a half edit must not round the feather weights or the original.
+    dtype = torch.promote_types(torch.promote_types(canvas.dtype, original.dtype), torch.float32)
+    weight = feather_inward(mask[:, None], max(0, int(feather)))[:, 0, :, :, None].to(canvas.device, dtype)
+    blended = canvas.to(dtype) * weight + original.to(dtype) * (1.0 - weight)
+    return torch.where(weight > 0, blended, original.to(dtype).expand_as(blended))

@@ -383,10 +383,12 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         mask = run.blend_mask(float(timestep.reshape(-1)[0])) if run is not None else None
         if mask is None:
             return super().outer_predict_noise(x, timestep, model_options, seed)
+        # Blended in fp32 whatever the latent's dtype (a half LATENT gives half noise and x): feathered
+        # weights and the input's latent must not be rounded to half on the way.
         keep = 1.0 - mask
-        noised = self.inner_model.scale_latent_inpaint(x=x, sigma=timestep, noise=run.noise, latent_image=run.reference)
-        out = super().outer_predict_noise(x * mask + noised * keep, timestep, model_options, seed)
-        return out * mask + run.reference * keep
+        noised = self.inner_model.scale_latent_inpaint(x=x.float(), sigma=timestep, noise=run.noise, latent_image=run.reference)
+        out = super().outer_predict_noise((x.float() * mask + noised * keep).to(x.dtype), timestep, model_options, seed)
+        return (out.float() * mask + run.reference * keep).to(out.dtype)
 
     def _start_run(self, noise: torch.Tensor, sigmas: torch.Tensor, latent_shapes: Optional[list]) -> Optional[_RegionRun]:
         if self.region_mask is None and self.edit_mask_options is None:
@@ -403,12 +405,14 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
                     f"{image.shape[-1] * 8}x{image.shape[-2] * 8}; region editing reconstructs the outside from the input image, "
                     "so sample the latent output of 'Instruct Image Conditioning' (same size as the image)."
                 )
-            reference = self.inner_model.process_latent_in(image.to(noise)).expand_as(noise).contiguous()
+            reference = self.inner_model.process_latent_in(image.to(noise.device, torch.float32)).expand_as(noise).contiguous()
         if self.region_mask is not None:
-            fixed = region_in_latent(self.region_mask, tuple(noise.shape[-2:]), self.region_feather, "region_mask", self.node).to(noise)
+            fixed = region_in_latent(self.region_mask, tuple(noise.shape[-2:]), self.region_feather, "region_mask", self.node).to(
+                noise.device
+            )
             if not bool((fixed > 0).any()):
                 log.warning("%s: 'region_mask' is empty, so nothing will be edited (the output reconstructs the input)", self.node)
-        run = _RegionRun(noise=noise, reference=reference, fixed=fixed)
+        run = _RegionRun(noise=noise.float(), reference=reference, fixed=fixed)
         if self.edit_mask_options is not None:
             steps = int(sigmas.shape[-1]) - 1
             k = self.edit_mask_options.window_steps(steps)

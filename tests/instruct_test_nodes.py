@@ -112,3 +112,43 @@ class InstructTestDeviceProbe:
 
 
 NODE_CLASS_MAPPINGS["InstructTestDeviceProbe"] = InstructTestDeviceProbe
+
+
+DTYPES: list = []
+
+
+class InstructTestRecordDtypes:
+    """Records, for every UNet call of a real sampling run, the dtype the UNet's weights are stored in,
+    the dtype it computes in (an activation inside its first input block) and the dtype of what it
+    returns to the sampler — the evidence that a precision mode really computes in that precision."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "_for_testing"
+
+    def patch(self, model):
+        seen: dict = {}
+
+        def activation(h, transformer_options):
+            seen.setdefault("activation", h.dtype)
+            return h
+
+        def record(apply_model, args):
+            seen.clear()
+            base = apply_model.__self__
+            weight = base.diffusion_model.input_blocks[0][0].weight
+            out = apply_model(args["input"], args["timestep"], **args["c"])
+            DTYPES.append({"weight": weight.dtype, "activation": seen.get("activation"), "output": out.dtype})
+            return out
+
+        m = model.clone()
+        m.set_model_input_block_patch(activation)
+        m.set_model_unet_function_wrapper(record)
+        return (m,)
+
+
+NODE_CLASS_MAPPINGS["InstructTestRecordDtypes"] = InstructTestRecordDtypes
