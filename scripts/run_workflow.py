@@ -136,11 +136,25 @@ def _run_on_server(opts: argparse.Namespace, workflow: Any, progress: Optional[P
     return client.run(api, output=Path(opts.output), progress=progress, timeout=timeout).written
 
 
-def _run_in_process(opts: argparse.Namespace, workflow: Any, progress: Optional[Progress]) -> list[Path]:
+_SESSION: Any = None
+
+
+def _session(opts: argparse.Namespace) -> Any:
+    """One InProcessSession per process: calling ``main`` again (scripts, tests) reuses ComfyUI and
+    the models in its cache instead of loading them again."""
+    global _SESSION
     from runner_session import InProcessSession
 
     extra = (opts.extra_model_paths,) if opts.extra_model_paths else ()
-    session = InProcessSession(extra_model_paths=extra, verbose=opts.verbose)
+    if _SESSION is None:
+        _SESSION = InProcessSession(extra_model_paths=extra, verbose=opts.verbose)
+    else:
+        _SESSION.add_model_paths(extra)
+    return _SESSION
+
+
+def _run_in_process(opts: argparse.Namespace, workflow: Any, progress: Optional[Progress]) -> list[Path]:
+    session = _session(opts)
     timed_out = threading.Event()
 
     def stop() -> None:
@@ -162,7 +176,7 @@ def _run_in_process(opts: argparse.Namespace, workflow: Any, progress: Optional[
     finally:
         if timer is not None:
             timer.cancel()
-        session.close()
+        session.remove_images()
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -140,6 +140,10 @@ class InProcessSession:
                 raise RunError(f"cannot read extra model paths file {path}: {exc}", EXIT_INPUT) from exc
             _loaded_path_files.add(key)
 
+    def add_model_paths(self, extra_model_paths: tuple) -> None:
+        """Register more extra_model_paths.yaml files (each once per process)."""
+        self._load_path_files(extra_model_paths)
+
     # ---- what a caller needs to build prompts ---------------------------------------------------
 
     def schema(self, class_type: str) -> dict:
@@ -208,6 +212,7 @@ class InProcessSession:
                 self._execute(api, prompt_id, outputs, progress)
         finally:
             _run_lock.release()
+        self._executor.server.events.clear()  # the stub server records every event; a long session must not
         messages = self._executor.status_messages
         problem = failure(messages, api)
         if problem is None and self._interrupted.is_set():
@@ -243,12 +248,14 @@ class InProcessSession:
 
         if self._interrupted.is_set():
             raise RunError("the run was interrupted", EXIT_INTERRUPTED)
-        previous = self._utils.PROGRESS_BAR_HOOK
+        previous, console_bar = self._utils.PROGRESS_BAR_HOOK, self._utils.PROGRESS_BAR_ENABLED
         self._utils.set_progress_bar_global_hook(hook)
+        self._utils.set_progress_bar_enabled(self.verbose)  # the caller shows progress; no second (tqdm) bar
         try:
             self._executor.execute(api, prompt_id, {"client_id": None}, outputs)
         finally:
             self._utils.set_progress_bar_global_hook(previous)
+            self._utils.set_progress_bar_enabled(console_bar)
 
     @contextlib.contextmanager
     def _sigint_interrupts(self) -> Iterator[None]:
@@ -286,12 +293,16 @@ class InProcessSession:
                 if folder:
                     (Path(folder) / img.get("subfolder", "") / img["filename"]).unlink(missing_ok=True)
 
-    def close(self) -> None:
-        """Drop this session's cached node outputs (its models) and placed images. ComfyUI stays
-        booted for the next session in this process."""
+    def remove_images(self) -> None:
+        """Delete the images ``add_image`` placed (their names stop working)."""
         for path in self._placed:
             path.unlink(missing_ok=True)
         self._placed.clear()
+
+    def close(self) -> None:
+        """Drop this session's cached node outputs (its models) and placed images. ComfyUI stays
+        booted for the next session in this process."""
+        self.remove_images()
         self._executor.reset()
         gc.collect()
         self._mm.cleanup_models_gc()

@@ -175,9 +175,9 @@ class ServerClient:
         if output is not None:
             check_output(Path(output))
         ws = self._connect_websocket()  # before the POST, so no event of this prompt is missed
-        prompt_id = None
+        prompt_id = uuid.uuid4().hex  # chosen here, so a Ctrl-C during the POST can still cancel it
         try:
-            status, answer = self.request("/prompt", {"prompt": api, "client_id": self.client_id})
+            status, answer = self.request("/prompt", {"prompt": api, "client_id": self.client_id, "prompt_id": prompt_id})
             if not isinstance(answer, dict) or "prompt_id" not in answer:
                 error = answer.get("error", {}) if isinstance(answer, dict) else answer
                 message = error.get("message", error) if isinstance(error, dict) else error
@@ -185,11 +185,9 @@ class ServerClient:
                 if status == 404:
                     raise self._not_comfyui("POST /prompt answered HTTP 404")
                 raise RunError(f"the server refused the workflow: {message!s:.500}\n{details}".rstrip(), EXIT_INPUT)
-            prompt_id = answer["prompt_id"]
             entry = self._wait(ws, prompt_id, api, progress, time.monotonic() + timeout)
         except KeyboardInterrupt as exc:
-            if prompt_id is not None:
-                self.cancel(prompt_id)
+            self.cancel(prompt_id)
             raise RunError("interrupted; the prompt was cancelled on the server", EXIT_INTERRUPTED) from exc
         except TimeoutError as exc:
             self.cancel(prompt_id)
@@ -282,11 +280,9 @@ class ServerClient:
             ):
                 ws = None  # finished: /history has (or will have in a moment) the result
 
-    def cancel(self, prompt_id: Optional[str]) -> bool:
+    def cancel(self, prompt_id: str) -> bool:
         """Make sure the prompt never runs (again): delete it from the queue, interrupt it if it
         is running, until the server lists it in neither. False when the server is gone."""
-        if prompt_id is None:
-            return True
         end = time.monotonic() + CANCEL_WAIT_S
         try:
             while time.monotonic() < end:
