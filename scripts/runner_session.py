@@ -60,14 +60,15 @@ _run_lock = threading.Lock()
 
 @contextlib.contextmanager
 def quiet_startup(verbose: bool) -> Iterator[None]:
-    """Hide ComfyUI's start-up log (device banner, optional-node import warnings) and Python
-    warnings unless ``verbose``; errors still show."""
+    """Hide ComfyUI's start-up log (device banner, optional-node import warnings, missing optional
+    packages, which it logs as errors) and Python warnings unless ``verbose``. A start-up failure
+    that matters (the pack did not load) is reported by the session itself."""
     if verbose:
         yield
         return
     root = logging.getLogger()
     old_level = root.level
-    root.setLevel(logging.ERROR)
+    root.setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
