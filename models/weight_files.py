@@ -15,7 +15,7 @@ import comfy.utils
 
 from .errors import InstructModelError
 
-_GLOBAL = re.compile(r"GLOBAL ([\w.]+)|Unsupported global: ([\w.]+)")
+_GLOBAL = re.compile(r"Unsupported global: (?:GLOBAL )?([\w.]+)")
 
 
 def _torch_advice(exc: BaseException) -> bool:
@@ -35,11 +35,11 @@ def read_weights(path: str, what: str = "weight file") -> Any:
             ) from exc
         found = _GLOBAL.search(str(exc))
         if found or "Unsupported operand" in str(exc):
-            needs = f" (it needs {found.group(1) or found.group(2)})" if found else ""
+            needs = f"it calls {found.group(1)}" if found else "it uses pickle instructions beyond plain tensors"
             message = (
-                f"Refused to load '{path}': it is a pickle whose loading would run code{needs}, and the pack loads "
-                "pickled files weights-only so that a model file can never execute code. Use a .safetensors version "
-                "of this model, or convert it with a tool you trust."
+                f"Refused to load '{path}': {needs}, and unpickling it fully could run code hidden in the file. The pack "
+                "loads pickled files weights-only so that a model file can never execute code. Use a .safetensors "
+                "version of this model, or convert it with a tool you trust."
             )
         else:
             message = (
