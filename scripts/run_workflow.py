@@ -409,6 +409,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    if "--batch" in (sys.argv[1:] if argv is None else argv):  # many edits: see batch_cli
+        from batch_cli import main as batch_main
+
+        return batch_main(argv)
     opts = parse_args(argv)
     try:
         try:
