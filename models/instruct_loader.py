@@ -24,6 +24,7 @@ from ..samplers.guider import is_instruct_model
 from .diffusers_unet import diffusers_to_ldm
 from .errors import InstructModelError
 from .folders import DIFFUSERS_WEIGHT_NAMES
+from .weight_files import read_weights
 from .state_dict import (
     COSXL_SIGMAS,
     EDM_VPRED_KEYS,
@@ -66,14 +67,7 @@ class LoadedInstruct:
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Read a weight file; pickles only with ``weights_only`` (never arbitrary code)."""
-    try:
-        sd = comfy.utils.load_torch_file(path, safe_load=True)
-    except Exception as exc:  # safetensors / pickle / zip errors all mean the same to a user
-        raise InstructModelError(
-            f"Cannot read '{path}': {type(exc).__name__}: {exc}. The file is truncated, corrupt or not a "
-            "weight file (pickles are read weights-only, so files needing code execution are refused): "
-            "download it again, or convert it to .safetensors."
-        ) from exc
+    sd = read_weights(path)
     if not isinstance(sd, dict) or not sd:
         raise InstructModelError(f"'{path}' contains no tensors; it is not a model weight file.")
     return sd

@@ -19,9 +19,10 @@ import comfy.model_patcher
 import comfy.utils
 
 from ..samplers.guider import IP_GUIDANCE_ATTACHMENT
-from .errors import InstructInputError, InstructModelError
+from .errors import InstructInputError
 from .ipadapter_instruct import EVERYTHING_INSTRUCTION, IPAdapterInstruct, build_adapter, layer_keys
 from .ipadapter_patch import IPInstructAttention, TokenSets
+from .weight_files import read_weights
 
 log = logging.getLogger(__name__)
 NODE = "IPAdapterInstructApply"
@@ -52,13 +53,7 @@ class LoadedAdapter:
 
 
 def load_adapter(path: str) -> LoadedAdapter:
-    try:
-        sd = comfy.utils.load_torch_file(path, safe_load=True)
-    except Exception as exc:
-        raise InstructModelError(
-            f"Cannot read '{path}': {type(exc).__name__}: {exc}. The file is truncated or corrupt (pickles are read "
-            "weights-only): download it again."
-        ) from exc
+    sd = read_weights(path, "IP-Adapter file")
     return LoadedAdapter(build_adapter(sd, path), path)
 
 

@@ -55,6 +55,14 @@ class StubServer:
         pass
 
 
+_ACTIVE: Optional["InProcessComfy"] = None
+
+
+def active() -> Optional["InProcessComfy"]:
+    """The InProcessComfy this process already booted, if any (there can be only one)."""
+    return _ACTIVE
+
+
 class InProcessComfy:
     """ComfyUI core nodes + comfy_extras + this pack, executing API-format prompts without HTTP."""
 
@@ -96,6 +104,8 @@ class InProcessComfy:
         # ComfyUI names the package after its path; its submodules hang below that name.
         self.pack_module_name = str(PACK_DIR).replace(".", "_x_")
         self._add_model_dirs(pending)
+        global _ACTIVE
+        _ACTIVE = self
 
     def _add_model_dirs(self, model_dirs: dict[str, list[str]]) -> dict[str, list[str]]:
         """Register the folders of every known kind; return those of kinds not registered yet."""

@@ -134,8 +134,20 @@ def test_pickles_are_loaded_weights_only(comfy, tmp_path):
     path = tmp_path / "evil.ckpt"
     with open(path, "wb") as f:
         pickle.dump({"state_dict": {"x": Payload()}}, f)
-    with pytest.raises(errors(comfy).InstructModelError, match="weights-only"):
+    with pytest.raises(errors(comfy).InstructModelError, match="weights-only") as info:
         load(comfy, path)
+    message = str(info.value)
+    assert message.startswith(f"Refused to load '{path}'") and "would run code (it needs builtins.print)" in message
+    assert "weights_only" not in message and info.value.__cause__ is None  # torch's advice to run the code is not passed on
+
+
+def test_pickled_adapters_are_refused_the_same_way(comfy, tmp_path):
+    path = tmp_path / "evil-adapter.bin"
+    with open(path, "wb") as f:
+        pickle.dump({"image_proj": {"x": Payload()}}, f)
+    with pytest.raises(errors(comfy).InstructModelError, match=f"Refused to load '{path}'") as info:
+        comfy.pack("models.ipadapter_apply").load_adapter(str(path))
+    assert "weights_only" not in str(info.value)
 
 
 def test_node_lists_all_three_folders_and_loads_through_the_graph(comfy, tiny, tiny_diffusers):
