@@ -40,6 +40,15 @@ from runner_common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_UNREACHABLE, RunErr
 OnOutcome = Callable[[Outcome], None]
 
 
+def peak_mb() -> Optional[float]:
+    """This process's peak resident memory in MiB (None where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
 def run_one(worker: Any, prompt: dict, files: dict[str, Path], row: int, name: str, timeout: Optional[float] = None) -> Outcome:
     """Place the inputs on ``worker``, run the prompt; a RunError of the row becomes an error Outcome.
 
@@ -52,7 +61,8 @@ def run_one(worker: Any, prompt: dict, files: dict[str, Path], row: int, name: s
         result = worker.run(fill_tokens(prompt, names), **kwargs)
         if not result.images:
             raise RunError("the run produced no image", EXIT_INPUT)
-        return Outcome(row=row, images=result.images, seconds=time.monotonic() - start, worker=name)
+        local = not hasattr(worker, "url")  # a server's memory is its own process's, not ours
+        return Outcome(row=row, images=result.images, seconds=time.monotonic() - start, worker=name, peak_mb=peak_mb() if local else None)
     except RunError as exc:
         if exc.code in (EXIT_UNREACHABLE, EXIT_INTERRUPTED):
             raise

@@ -31,6 +31,7 @@ class Outcome:
     worker: str
     error: Optional[str] = None
     code: int = 0  # the runner's exit code of the failure (2 input, 3 execution, ...)
+    peak_mb: Optional[float] = None  # the worker process's peak resident memory so far (in-process, Ray)
 
 
 class ResultsLog:
@@ -103,6 +104,7 @@ def record_for(row: Any, outcome: Outcome, files: list[str]) -> dict:
         "seconds": round(outcome.seconds, 3),
         "worker": outcome.worker,
         "error": outcome.error,
+        "peak_mb": outcome.peak_mb,
         **({"files": files} if len(files) > 1 else {}),
     }
 

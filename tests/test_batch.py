@@ -134,7 +134,8 @@ def test_in_process_batch_equals_single_runs(comfy, batch, singles, tmp_path):
     assert len(found) == ROWS and {r["worker"] for r in found} == {"in-process"}
     first = next(r for r in found if r["row"] == 2)
     assert first == {"row": 2, "output": "00002_photo1.png", "seed": 101, "status": "ok", "seconds": first["seconds"],
-                     "worker": "in-process", "error": None}
+                     "worker": "in-process", "error": None, "peak_mb": first["peak_mb"]}
+    assert first["peak_mb"] > 100
 
 
 def test_resume_after_a_kill_runs_every_row_once(comfy, batch, singles, tmp_path):
