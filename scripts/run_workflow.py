@@ -180,6 +180,10 @@ def _run_in_process(opts: argparse.Namespace, workflow: Any, progress: Optional[
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    if "--batch" in (sys.argv[1:] if argv is None else argv):  # many edits: see batch_cli
+        from batch_cli import main as batch_main
+
+        return batch_main(argv)
     opts = parse_args(argv)
     progress = None if opts.quiet else Progress()
     try:
