@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import model_files  # noqa: E402
 import workflow_format as wf  # noqa: E402
 
 EXIT_OK, EXIT_INPUT, EXIT_EXECUTION, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
@@ -240,6 +241,10 @@ def in_process_main(workflow: dict, opts: argparse.Namespace) -> list[bytes]:
             return name
 
         api = apply_overrides(api, opts, place)
+        try:
+            model_files.ensure_models(api, comfy.folder_paths, opts.download_missing, opts.models_manifest)
+        except model_files.ModelFilesError as exc:
+            raise RunError(str(exc), EXIT_INPUT) from exc
         return run_in_process(comfy, api, None if opts.quiet else Progress())
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -405,6 +410,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     ap.add_argument("--extra-model-paths", help="extra_model_paths.yaml for in-process runs")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for a server run")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    model_files.add_arguments(ap)
     return ap.parse_args(argv)
 
 
