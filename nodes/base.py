@@ -50,7 +50,7 @@ def check_finite_floats(node_id: str, specs: list[io.Float.Input], values: dict[
 def _checked_execute(execute: Callable[..., Any]) -> classmethod:
     @functools.wraps(execute)
     def run(cls, *args, **kwargs):
-        schema = cls.GET_SCHEMA()
+        schema = cls.SCHEMA or cls.define_schema()  # the class ComfyUI runs is locked: read, never build here
         check_finite_floats(schema.node_id, float_inputs(schema), kwargs)
         return execute(cls, *args, **kwargs)
 
