@@ -38,8 +38,9 @@ from .state_dict import (
 
 log = logging.getLogger(__name__)
 
-#: Keys every CLIP text encoder / SD VAE file carries (same names in the diffusers and ldm VAE layouts).
-CLIP_TEXT_KEYS = ("text_model.embeddings.token_embedding.weight", "text_model.encoder.layers.0.mlp.fc1.weight")
+#: Key endings every CLIP text encoder (with or without the ``text_model.`` prefix) / SD VAE file carries
+#: (the VAE's are the same in the diffusers and ldm layouts).
+CLIP_TEXT_KEYS = ("embeddings.token_embedding.weight", "encoder.layers.0.mlp.fc1.weight")
 VAE_KEYS = ("encoder.conv_in.weight", "decoder.conv_in.weight", "decoder.conv_out.weight")
 TEXT_ENCODER_NAMES = ("model.safetensors", "model.fp16.safetensors", "pytorch_model.bin", "pytorch_model.fp16.bin")
 
@@ -173,11 +174,11 @@ def load_diffusers_folder(path, prediction, weight_dtype, embedding_directory) -
 
 
 def _require_keys(sd: dict[str, torch.Tensor], keys: tuple[str, ...], path: str, what: str) -> None:
-    missing = [k for k in keys if k not in sd]
+    missing = [k for k in keys if not any(name == k or name.endswith("." + k) for name in sd)]
     if missing:
         found = ", ".join(sorted(sd)[:3])
         raise InstructModelError(
-            f"'{path}' is not a {what} (it lacks {', '.join(missing)}; found e.g. {found}). The file is from another "
+            f"'{path}' is not a {what} (no {', '.join(missing)}; found e.g. {found}). The file is from another "
             "model or incomplete: download the model folder again."
         )
 
