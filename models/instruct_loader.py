@@ -39,6 +39,10 @@ from .state_dict import (
 
 log = logging.getLogger(__name__)
 
+#: Key endings every CLIP text encoder (with or without the ``text_model.`` prefix) / SD VAE file carries
+#: (the VAE's are the same in the diffusers and ldm layouts).
+CLIP_TEXT_KEYS = ("embeddings.token_embedding.weight", "encoder.layers.0.mlp.fc1.weight")
+VAE_KEYS = ("encoder.conv_in.weight", "decoder.conv_in.weight", "decoder.conv_out.weight")
 TEXT_ENCODER_NAMES = ("model.safetensors", "model.fp16.safetensors", "pytorch_model.bin", "pytorch_model.fp16.bin")
 
 
@@ -156,11 +160,51 @@ def load_diffusers_folder(path, prediction, weight_dtype, embedding_directory) -
     encoders = [_first_file(os.path.join(path, d), TEXT_ENCODER_NAMES) for d in ("text_encoder", "text_encoder_2")]
     encoders = [e for e in encoders if e is not None]
     if encoders:
-        loaded.clip = comfy.sd.load_clip(ckpt_paths=encoders, embedding_directory=embedding_directory)
+        loaded.clip = load_text_encoders(encoders, embedding_directory)
     vae_file = _first_file(os.path.join(path, "vae"), DIFFUSERS_WEIGHT_NAMES)
     if vae_file is not None:
-        loaded.vae = comfy.sd.VAE(sd=read_state_dict(vae_file))
+        loaded.vae = load_vae(vae_file)
     return loaded
+
+
+def _require_keys(sd: dict[str, torch.Tensor], keys: tuple[str, ...], path: str, what: str) -> None:
+    missing = [k for k in keys if not any(name == k or name.endswith("." + k) for name in sd)]
+    if missing:
+        found = ", ".join(sorted(sd)[:3])
+        raise InstructModelError(
+            f"'{path}' is not a {what} (no {', '.join(missing)}; found e.g. {found}). The file is from another "
+            "model or incomplete: download the model folder again."
+        )
+
+
+def load_text_encoders(paths: list[str], embedding_directory: Any) -> Any:
+    """A pipeline's CLIP text encoder(s); a corrupt, truncated or foreign file is named, not guessed at."""
+    state_dicts = []
+    for path in paths:
+        sd = read_state_dict(path)
+        _require_keys(sd, CLIP_TEXT_KEYS, path, "CLIP text encoder (transformers CLIPTextModel weights)")
+        state_dicts.append(sd)
+    try:
+        return comfy.sd.load_text_encoder_state_dicts(state_dicts, embedding_directory=embedding_directory)
+    except Exception as exc:
+        raise InstructModelError(
+            f"ComfyUI could not build a text encoder from {', '.join(repr(p) for p in paths)}: {type(exc).__name__}: "
+            f"{exc}. The file(s) do not belong to an SD1.5/SDXL pipeline or are damaged: download the model folder again."
+        ) from exc
+
+
+def load_vae(path: str) -> Any:
+    """A pipeline's VAE. Core fills missing VAE weights with random ones (with only a log line), so the
+    encoder and decoder are required here, naming the file."""
+    sd = read_state_dict(path)
+    _require_keys(sd, VAE_KEYS, path, "VAE (AutoencoderKL weights)")
+    try:
+        return comfy.sd.VAE(sd=sd)
+    except Exception as exc:
+        raise InstructModelError(
+            f"ComfyUI could not build a VAE from '{path}': {type(exc).__name__}: {exc}. The file is damaged or from "
+            "another model: download the model folder again."
+        ) from exc
 
 
 def load_instruct(

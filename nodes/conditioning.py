@@ -19,12 +19,13 @@ from ..models.image_latent import (
     to_rgb,
 )
 from ..samplers.guider import IMAGE_KEY, with_values
+from .base import InstructNode
 from .common import CATEGORY, resize_image
 
 NODE = "InstructImageConditioning"
 
 
-class InstructImageConditioning(io.ComfyNode):
+class InstructImageConditioning(InstructNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

@@ -16,6 +16,7 @@ from ..models.ipadapter_instruct import (
     reference_auto_scale,
     reference_wants_four_branch,
 )
+from .base import InstructNode
 from .common import CATEGORY
 
 #: Our own socket type (cubiq's "IPADAPTER" would let users wire it into nodes that cannot use it).
@@ -28,7 +29,7 @@ FOUR_BRANCH_DEFAULTS = (6.0, 1.0)
 GUIDANCE_MODES = ("auto (as the reference)", "simple (2-pass CFG)", "4-branch")
 
 
-class IPAdapterInstructLoader(io.ComfyNode):
+class IPAdapterInstructLoader(InstructNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -53,7 +54,7 @@ class IPAdapterInstructLoader(io.ComfyNode):
         return io.NodeOutput(load_adapter(folder_paths.get_full_path_or_raise(IPADAPTER_FOLDER, ipadapter_file)))
 
 
-class IPAdapterInstructApply(io.ComfyNode):
+class IPAdapterInstructApply(InstructNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

@@ -10,12 +10,13 @@ from comfy_api.latest import io
 from ..models.folders import list_instruct_sources, resolve_source
 from ..models.instruct_loader import WEIGHT_DTYPES, Prediction, load_instruct
 from ..models.state_dict import EmaMode
+from .base import InstructNode
 from .common import CATEGORY
 
 log = logging.getLogger(__name__)
 
 
-class InstructUNetLoader(io.ComfyNode):
+class InstructUNetLoader(InstructNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

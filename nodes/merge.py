@@ -5,10 +5,11 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..models.instruct_merge import merge_into_instruct
+from .base import InstructNode
 from .common import CATEGORY
 
 
-class InstructMerge(io.ComfyNode):
+class InstructMerge(InstructNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

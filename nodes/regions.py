@@ -10,6 +10,7 @@ from comfy_api.latest import io
 
 from ..models.image_latent import SizeMode, composite_into_original
 from ..samplers.regions import EditMaskOptions, to_pixels
+from .base import InstructNode
 from .common import CATEGORY, advanced_guidance_inputs, resize_image
 from .sampling import ksample, ksampler_inputs
 
@@ -19,7 +20,7 @@ RESTRICT = "restrict the rest of the sampling"
 MASK_ONLY = "off: only output the mask"
 
 
-class InstructKSamplerEditMask(io.ComfyNode):
+class InstructKSamplerEditMask(InstructNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -101,7 +102,7 @@ class InstructKSamplerEditMask(io.ComfyNode):
         return io.NodeOutput(latent, to_pixels(mask).float().cpu())
 
 
-class InstructRegionComposite(io.ComfyNode):
+class InstructRegionComposite(InstructNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

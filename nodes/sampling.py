@@ -13,6 +13,7 @@ from comfy_api.latest import io
 
 from ..samplers.guider import InstructDualCFGGuider
 from ..samplers.regions import EditMaskOptions
+from .base import InstructNode
 from .common import CATEGORY, advanced_guidance_inputs, guidance_inputs, schedule_from
 
 _BRANCHES_DOC = (
@@ -153,7 +154,7 @@ def ksample(
     return result, guider
 
 
-class InstructKSampler(io.ComfyNode):
+class InstructKSampler(InstructNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -170,7 +171,7 @@ class InstructKSampler(io.ComfyNode):
         return io.NodeOutput(ksample("InstructKSampler", **inputs)[0])
 
 
-class InstructGuider(io.ComfyNode):
+class InstructGuider(InstructNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

@@ -31,7 +31,15 @@ from .dual_cfg import (
     equivalent_cfg_pair,
     rescale_guidance,
 )
-from .regions import EditMaskAccumulator, EditMaskOptions, check_batch, feather_inward, latent_feather, region_in_latent
+from .regions import (
+    EditMaskAccumulator,
+    EditMaskOptions,
+    check_batch,
+    feather_inward,
+    latent_feather,
+    region_in_latent,
+    require_painted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +193,18 @@ def _rescale_alpha(model_sampling: Any, sigma: torch.Tensor) -> Any:
     return 1.0
 
 
+def _check_something_to_start_from(sigmas: torch.Tensor, latent_image: torch.Tensor, node: str) -> None:
+    """No step to run returns the starting latent as it is; refuse that when it is empty (a flat grey image)."""
+    if sigmas.shape[-1] >= 2 or bool(latent_image.any()):
+        return
+    raise InstructInputError(
+        f"{node}: no sampling step is left (denoise 0, or a sigma schedule with fewer than 2 values), so the output would "
+        "be the starting latent, and it is empty (all zero): there is nothing to start from. Raise 'denoise' above 0 "
+        "(1.0 edits from pure noise), or start from the input image: set 'latent_output' of Instruct Image Conditioning "
+        "to 'input image (for denoise < 1)'."
+    )
+
+
 class InstructDualCFGGuider(comfy.samplers.CFGGuider):
     """The instruct guidance over ComfyUI's conds, skipping zero-weight branches.
 
@@ -264,6 +284,8 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
                 "Conditioning' (it is what the outside of the region is reconstructed from). Load the model with "
                 "'Instruct UNet Loader', or disconnect 'region_mask'."
             )
+        if mask is not None:
+            require_painted(mask, "region_mask", self.node)
         self.region_mask, self.region_feather = mask, int(feather)
 
     def track_edit_mask(self, options: EditMaskOptions) -> None:
@@ -410,8 +432,7 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
             fixed = region_in_latent(self.region_mask, tuple(noise.shape[-2:]), self.region_feather, "region_mask", self.node).to(
                 noise.device
             )
-            if not bool((fixed > 0).any()):
-                log.warning("%s: 'region_mask' is empty, so nothing will be edited (the output reconstructs the input)", self.node)
+            require_painted(fixed, "region_mask", self.node, cropped=True)
         run = _RegionRun(noise=noise.float(), reference=reference, fixed=fixed)
         if self.edit_mask_options is not None:
             steps = int(sigmas.shape[-1]) - 1
@@ -442,6 +463,7 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         seed: Optional[int] = None,
     ) -> torch.Tensor:
         _check_image_batch(self.original_conds, int(noise.shape[0]), self.node)
+        _check_something_to_start_from(sigmas, latent_image, self.node)
         if self.region_mask is not None:
             masks = self.region_mask.reshape((-1,) + tuple(self.region_mask.shape[-2:])).shape[0]
             check_batch(int(masks), int(noise.shape[0]), "region_mask", self.node)

@@ -53,6 +53,28 @@ def batch_mask(mask: torch.Tensor, what: str, node: str) -> torch.Tensor:
     return mask.float().clamp(0.0, 1.0)
 
 
+def require_painted(mask: torch.Tensor, what: str, node: str, cropped: bool = False) -> None:
+    """Refuse a region with nothing in it: sampling would return the input unedited and say nothing.
+
+    ``mask`` is a MASK ([H,W] / [B,H,W]) or latent blend weights [B,1,h,w]; ``cropped`` says it was
+    fitted to the image, so an empty result means the paint lay only in the cropped-away border.
+    """
+    batch = mask.reshape(-1, *mask.shape[-2:]) if mask.ndim >= 2 else mask.reshape(1, 1, -1)
+    empty = [i + 1 for i in range(batch.shape[0]) if not bool((batch[i] > 0).any())]
+    if not empty:
+        return
+    which = f"'{what}'" if batch.shape[0] == 1 else f"mask {', '.join(map(str, empty))} of the {batch.shape[0]} in '{what}'"
+    if cropped:
+        why = "is empty inside the image being edited: its painted pixels lie only in the border cropped away to reach a multiple of 8"
+    else:
+        why = "is empty (all zero)"
+    raise InstructInputError(
+        f"{node}: {which} {why}, so nothing would be edited and the input would come back unchanged. Paint the region "
+        "to edit: right-click Load Image → 'Open in MaskEditor', paint over the area, Save, and connect Load Image's MASK "
+        f"output to '{what}' (headless: make the region transparent in the PNG). To edit the whole image, disconnect '{what}'."
+    )
+
+
 def _bilinear(nchw: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return F.interpolate(nchw, size=(height, width), mode="bilinear", align_corners=False)
 

@@ -38,6 +38,7 @@ from typing import Any, Optional
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import model_files  # noqa: E402
 from output_files import check_output, write_outputs  # noqa: E402,F401  (write_outputs: re-exported)
 from runner_common import (  # noqa: E402,F401  (re-exported for callers of the old module)
     EXIT_EXECUTION,
@@ -105,9 +106,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     )
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--verbose", action="store_true", help="show ComfyUI's start-up log and import warnings")
+    model_files.add_arguments(ap)
     opts = ap.parse_args(argv)
     if opts.timeout is not None and not opts.timeout > 0:
         ap.error("--timeout must be a positive number of seconds")
+    if opts.server and opts.download_missing:
+        ap.error("--download-missing fetches into this machine's ComfyUI folders; with --server, download on the server's machine")
     return opts
 
 
@@ -165,6 +169,12 @@ def _run_in_process(opts: argparse.Namespace, workflow: Any, progress: Optional[
     try:
         api = check_prompt(to_api(workflow, session.schema, "this in-process ComfyUI (core nodes + this pack)"))
         api = apply_overrides(api, opts, session.add_image, session.schema)
+        import folder_paths  # ComfyUI's, importable once the session has booted it
+
+        try:
+            model_files.ensure_models(api, folder_paths, opts.download_missing, opts.models_manifest)
+        except model_files.ModelFilesError as exc:
+            raise RunError(str(exc), EXIT_INPUT) from exc
         if timer is not None:
             timer.start()
         try:

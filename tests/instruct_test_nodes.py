@@ -152,3 +152,22 @@ class InstructTestRecordDtypes:
 
 
 NODE_CLASS_MAPPINGS["InstructTestRecordDtypes"] = InstructTestRecordDtypes
+
+
+class InstructTestFloatFromText:
+    """A FLOAT from text ('inf', '-inf', 'nan'): core's Float node refuses ±inf at validation, so a
+    linked non-finite value needs its own source."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"text": ("STRING", {"default": "0"})}}
+
+    RETURN_TYPES = ("FLOAT",)
+    FUNCTION = "make"
+    CATEGORY = "_for_testing"
+
+    def make(self, text):
+        return (float(text),)
+
+
+NODE_CLASS_MAPPINGS["InstructTestFloatFromText"] = InstructTestFloatFromText

@@ -330,9 +330,3 @@ def test_region_editing_needs_the_latent_of_the_input_image_size(comfy, loaded, 
     bigger = {**edit, "latent": {"samples": torch.zeros(1, 4, 16, 16)}}
     with pytest.raises(errors.InstructInputError, match="the latent to sample is 128x128 but the input image is 64x64"):
         ksampler(comfy, loaded.model, bigger, steps=1, region_mask=box_mask(0, 0, 8, 8, size=64))
-
-
-def test_an_empty_region_warns_that_nothing_will_be_edited(comfy, loaded, edit, log_capture):
-    out = ksampler(comfy, loaded.model, edit, steps=2, region_mask=torch.zeros(1, 64, 64))
-    torch.testing.assert_close(out, edit["image_latent"], rtol=1e-5, atol=1e-5)
-    assert any("'region_mask' is empty, so nothing will be edited" in m for m in log_capture.messages())
