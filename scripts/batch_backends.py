@@ -163,8 +163,7 @@ class ServerPool:
             server.probe(self.client_factory)
         if not any(s.up for s in self.servers):
             raise RunError(
-                f"no ComfyUI server of the pool is reachable: {', '.join(s.url for s in self.servers)}; "
-                "start them or fix the addresses",
+                f"no ComfyUI server of the pool is reachable: {', '.join(s.url for s in self.servers)}; start them or fix the addresses",
                 EXIT_UNREACHABLE,
             )
 

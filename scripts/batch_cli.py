@@ -51,7 +51,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     ap.add_argument("--resume", action="store_true", help="skip the rows results.jsonl records ok whose image is there; run the rest")
     where = ap.add_mutually_exclusive_group()
     where.add_argument("--server", action="append", metavar="URL", help="a ComfyUI server of the pool (repeat for several)")
-    where.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run on Ray: a local cluster, or ADDRESS (auto, ray://host:10001)")
+    where.add_argument(
+        "--ray", nargs="?", const="local", metavar="ADDRESS", help="run on Ray: a local cluster, or ADDRESS (auto, ray://host:10001)"
+    )
     ap.add_argument("--per-server", type=int, default=1, help="rows in flight on each server (default 1)")
     ap.add_argument("--server-wait", type=float, default=60.0, help="seconds to wait for a server when all are down (default 60)")
     ap.add_argument("--workers", type=int, help="Ray actors (default: one per GPU of the cluster, else 1)")

@@ -130,7 +130,7 @@ def _from_csv(record: dict) -> dict:
         if value is None or value == "":
             continue
         if key.startswith(CSV_SET_PREFIX):
-            sets[key[len(CSV_SET_PREFIX):]] = value  # plain text; the runner parses it like --set
+            sets[key[len(CSV_SET_PREFIX) :]] = value  # plain text; the runner parses it like --set
         else:
             out[key.strip()] = value
     if sets:
@@ -267,9 +267,7 @@ def row_options(base: argparse.Namespace, row: Row) -> argparse.Namespace:
         if value is not None:
             setattr(opts, name, value)
     opts.seed = row.seed
-    opts.set = list(getattr(base, "set", None) or []) + [
-        f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in row.sets.items()
-    ]
+    opts.set = list(getattr(base, "set", None) or []) + [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in row.sets.items()]
     return opts
 
 

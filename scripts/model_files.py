@@ -2,7 +2,7 @@
 
 The runner calls :func:`ensure_models` once, after extra_model_paths are applied and before the
 prompt runs. A missing file is reported with the folder it must go in and where to get it (from
-the pack's one model manifest, ``workflows/models.json``); with ``--download-missing`` it is fetched
+the pack's one model manifest, ``model_manifest.json``); with ``--download-missing`` it is fetched
 into that ComfyUI model folder: resumably (HTTP Range on ``<name>.part``), renamed only once
 complete, and checked against the manifest's size and SHA-256 where it has them.
 """
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-PACK_DIR = Path(__file__).resolve().parents[1]
-DEFAULT_MANIFEST = PACK_DIR / "workflows" / "models.json"
+from workflow_models import MANIFEST
+
+DEFAULT_MANIFEST = MANIFEST  # the one manifest the workflows declare their models from
 PART_SUFFIX = ".part"
 CHUNK = 1 << 20
 ATTEMPTS = 3  # connection drops resumed within one run

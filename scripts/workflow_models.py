@@ -1,4 +1,5 @@
-"""The model metadata the workflows declare, from the one manifest ``workflows/models.json``.
+"""The model metadata the workflows declare, from the one manifest ``model_manifest.json`` (at the pack root: ComfyUI lists every
+``workflows/*.json`` as a template).
 
 What frontend 1.35 reads (``app.loadGraphData``): a node's ``properties.models`` entry counts only when
 its ``name`` equals one of the node's widget values; the workflow's top-level ``models`` list always
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-MANIFEST = Path(__file__).resolve().parent.parent / "workflows" / "models.json"
+MANIFEST = Path(__file__).resolve().parent.parent / "model_manifest.json"
 
 
 def load_manifest(path: Path = MANIFEST) -> dict[str, dict]:

@@ -160,9 +160,11 @@ def test_model_on_the_gpu_conditioning_image_on_the_cpu(gpu, dtype):
     import nodes
 
     node = h.nodes.NODE_CLASS_MAPPINGS
-    model, clip, vae = node["InstructUNetLoader"].execute(
-        model_name=graphs.FULL_INSTRUCT, weights="auto (EMA when present)", prediction="auto", weight_dtype=dtype
-    ).result[:3]
+    model, clip, vae = (
+        node["InstructUNetLoader"]
+        .execute(model_name=graphs.FULL_INSTRUCT, weights="auto (EMA when present)", prediction="auto", weight_dtype=dtype)
+        .result[:3]
+    )
     h.mm.load_models_gpu([model])
     if DEVICE == "cuda" and MODE == "normal":
         assert {p.device.type for p in model.model.diffusion_model.parameters()} == {"cuda"}
@@ -170,25 +172,31 @@ def test_model_on_the_gpu_conditioning_image_on_the_cpu(gpu, dtype):
     assert image.device.type == "cpu"
     pos = nodes.CLIPTextEncode().encode(clip, graphs.PROMPTS[0])[0]
     neg = nodes.CLIPTextEncode().encode(clip, graphs.NEGATIVE)[0]
-    cpos, cneg, lat = node["InstructImageConditioning"].execute(
-        positive=pos, negative=neg, vae=vae, image=image, size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)"
-    ).result[:3]
+    cpos, cneg, lat = (
+        node["InstructImageConditioning"]
+        .execute(positive=pos, negative=neg, vae=vae, image=image, size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)")
+        .result[:3]
+    )
     assert cpos[0][1]["concat_latent_image"].device.type == "cpu"
     probed = h.test_nodes.InstructTestDeviceProbe().patch(model)[0]
     h.test_nodes.PROBES.clear()
-    out = node["InstructKSampler"].execute(
-        model=probed,
-        seed=graphs.SEED,
-        steps=graphs.STEPS,
-        text_cfg=7.5,
-        image_cfg=1.5,
-        sampler_name="euler",
-        scheduler="normal",
-        positive=cpos,
-        negative=cneg,
-        latent_image=lat,
-        denoise=1.0,
-    ).result[0]["samples"]
+    out = (
+        node["InstructKSampler"]
+        .execute(
+            model=probed,
+            seed=graphs.SEED,
+            steps=graphs.STEPS,
+            text_cfg=7.5,
+            image_cfg=1.5,
+            sampler_name="euler",
+            scheduler="normal",
+            positive=cpos,
+            negative=cneg,
+            latent_image=lat,
+            denoise=1.0,
+        )
+        .result[0]["samples"]
+    )
     check_placement(probes(h), full_size=True)
     check_close(h, "edit", out, dtype)
     del model, probed

@@ -133,8 +133,16 @@ def test_in_process_batch_equals_single_runs(comfy, batch, singles, tmp_path):
     found = assert_complete(out, singles)
     assert len(found) == ROWS and {r["worker"] for r in found} == {"in-process"}
     first = next(r for r in found if r["row"] == 2)
-    assert first == {"row": 2, "output": "00002_photo1.png", "seed": 101, "status": "ok", "seconds": first["seconds"],
-                     "worker": "in-process", "error": None, "peak_mb": first["peak_mb"]}
+    assert first == {
+        "row": 2,
+        "output": "00002_photo1.png",
+        "seed": 101,
+        "status": "ok",
+        "seconds": first["seconds"],
+        "worker": "in-process",
+        "error": None,
+        "peak_mb": first["peak_mb"],
+    }
     assert first["peak_mb"] > 100
 
 
@@ -185,8 +193,11 @@ def test_rows_the_workflow_refuses_are_listed_before_any_run(comfy, tiny, batch,
 
     manifest = tmp_path / "m.jsonl"
     img = batch["dir"] / "img"
-    rows = [{"image": str(img / "photo0.png")}, {"image": str(img / "photo1.png"), "set": {"6.no_such_input": 1}},
-            {"image": str(img / "photo2.png"), "set": {"Nobody.text": "x"}}]
+    rows = [
+        {"image": str(img / "photo0.png")},
+        {"image": str(img / "photo1.png"), "set": {"6.no_such_input": 1}},
+        {"image": str(img / "photo2.png"), "set": {"Nobody.text": "x"}},
+    ]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
     backend = InProcessBackend(session=InProcessSession())
@@ -203,8 +214,11 @@ def test_a_failing_row_does_not_stop_the_batch(comfy, tiny, batch, tmp_path, cap
 
     manifest = tmp_path / "m.jsonl"
     img = batch["dir"] / "img"
-    rows = [{"image": str(img / "photo0.png")}, {"image": str(img / "photo1.png"), "set": {"6.sampler_name": "nope"}},
-            {"image": str(img / "photo2.png")}]
+    rows = [
+        {"image": str(img / "photo0.png")},
+        {"image": str(img / "photo1.png"), "set": {"6.sampler_name": "nope"}},
+        {"image": str(img / "photo2.png")},
+    ]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
     args = [str(WORKFLOW), "--batch", str(manifest), "--output-dir", str(out), "--model", TINY, "--steps", "1"]
@@ -282,7 +296,7 @@ def test_server_pool_survives_a_server_killed_mid_batch(comfy, tiny, batch, sing
         found = assert_complete(out, singles)
         assert len(found) == ROWS
         assert {r["worker"].split("#")[0] for r in found[:killed_at]} <= set(urls)
-        assert {r["worker"].split("#")[0] for r in found[killed_at + 1:]} == {urls[1]}  # the survivor took over
+        assert {r["worker"].split("#")[0] for r in found[killed_at + 1 :]} == {urls[1]}  # the survivor took over
     finally:
         for proc in procs:
             stop(proc)

@@ -49,9 +49,7 @@ def test_jsonl_rows_are_typed_and_named(tmp_path):
 def test_csv_rows_with_set_columns(tmp_path):
     images(tmp_path, "a.png", "b.png")
     (tmp_path / "m.csv").write_text(
-        "image,instruction,seed,set:6.sampler_name,set:Save.filename_prefix\n"
-        'a.png,"add snow, lots",3,euler,x\n'
-        "b.png,,,,\n"
+        'image,instruction,seed,set:6.sampler_name,set:Save.filename_prefix\na.png,"add snow, lots",3,euler,x\nb.png,,,,\n'
     )
     first, second = bm.load_manifest(tmp_path / "m.csv")
     assert first.instruction == "add snow, lots" and first.seed == 3
@@ -117,8 +115,18 @@ def test_empty_and_unreadable_manifests(tmp_path):
 def test_rows_become_single_run_options(tmp_path):
     images(tmp_path, "a.png")
     (row,) = bm.load_manifest(write_jsonl(tmp_path / "m.jsonl", [{"image": "a.png", "steps": 4, "set": {"6.cfg": 2, "Save.x": "y"}}]))
-    base = argparse.Namespace(image=None, reference=None, instruction="everyone", prompt=None, negative=None, seed=9, steps=20,
-                              text_cfg=None, image_cfg=None, set=["6.denoise=1.0"])
+    base = argparse.Namespace(
+        image=None,
+        reference=None,
+        instruction="everyone",
+        prompt=None,
+        negative=None,
+        seed=9,
+        steps=20,
+        text_cfg=None,
+        image_cfg=None,
+        set=["6.denoise=1.0"],
+    )
     opts = bm.row_options(base, row)
     assert (opts.image, opts.instruction, opts.steps, opts.seed) == (str(tmp_path / "a.png"), "everyone", 4, row.seed)
     assert opts.set == ["6.denoise=1.0", "6.cfg=2", "Save.x=y"]

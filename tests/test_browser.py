@@ -26,7 +26,7 @@ import pytest
 from instruct_harness import PACK_DIR, find_comfyui
 
 CHROMIUM = os.environ.get("INSTRUCT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-WORKFLOWS = sorted(p for p in (PACK_DIR / "workflows").glob("*.json") if p.name != "models.json")
+WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 PACK_FOLDER = "ComfyUI-Instruct"
 #: Node types of this pack (a console error that names one, or the pack, is the pack's).
 PACK_WORDS = ("instruct", "ipadapter")

@@ -15,7 +15,7 @@ from instruct_harness import PACK_DIR
 sys.path.insert(0, str(PACK_DIR / "scripts"))
 import workflow_format as wf  # noqa: E402
 
-WORKFLOWS = sorted(p for p in (PACK_DIR / "workflows").glob("*.json") if p.name != "models.json")  # the manifest
+WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 NAMES = [p.stem for p in WORKFLOWS]
 MODEL_INPUTS = {"model_name", "ckpt_name", "lora_name", "control_net_name", "ipadapter_file", "clip_name", "image"}
 
