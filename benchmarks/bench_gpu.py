@@ -6,8 +6,10 @@
     python benchmarks/bench_gpu.py --device cpu --res 64 --steps 1 --quick   # plumbing dry run
 
 Rows (s/step, peak MiB): the raw batch-3 UNet call and its GPU kernel time (torch.profiler), core
-DualCFGGuider, Instruct KSampler's guider, IPAdapter-Instruct simple and 4-branch on that guider,
-diffusers' StableDiffusionInstructPix2PixPipeline (same architecture, its own random weights).
+DualCFGGuider, Instruct KSampler's guider, IPAdapter-Instruct simple on that guider (instruct model),
+a full-size plain 4-channel SD1.5 UNet with plain CFG, and IPAdapter-Instruct simple and 4-branch on it
+(the 4-branch guidance exists on plain models only), diffusers' StableDiffusionInstructPix2PixPipeline
+(same architecture, its own random weights).
 Targets printed with PASS/FAIL: Instruct ≤ 1.02 × core; IP simple ≤ 1.08 × without; peak ≤ core + 2 %.
 Needs ComfyUI (COMFYUI_PATH or ~/ComfyUI) and diffusers.
 """
@@ -105,7 +107,13 @@ def main() -> None:
         adapter, clip, factory.tiny_clip_vision(), torch.rand(1, 512, 512, 3), "use the composition", "a cat in a garden", "blurry"
     )
     simple = apply_mod.apply(model, adapter, tokens, 0.8, 0.0, 1.0, None, apply_mod.IPGuidance(False, 6.0, 1.5))
-    four = apply_mod.apply(model, adapter, tokens, 0.8, 0.0, 1.0, None, apply_mod.IPGuidance(True, 6.0, 1.5))
+    # The 4-branch guidance exists on plain (4-channel) models only (on an instruct model the dual-CFG
+    # branches apply), so it is measured on a full-size plain SD1.5 UNet against plain CFG on that model.
+    plain_sd = {"model.diffusion_model." + k: v for k, v in factory.full_unet_state_dict(in_channels=4).items()}
+    plain = comfy.sd.load_state_dict_guess_config(plain_sd, output_vae=False, output_clip=False, model_options={"dtype": dtype})[0]
+    del plain_sd
+    plain_simple = apply_mod.apply(plain, adapter, tokens, 0.8, 0.0, 1.0, None, apply_mod.IPGuidance(False, 6.0, 1.5))
+    plain_four = apply_mod.apply(plain, adapter, tokens, 0.8, 0.0, 1.0, None, apply_mod.IPGuidance(True, 6.0, 1.5))
     pos = nodes.CLIPTextEncode().encode(clip, "turn it into a watercolor")[0]
     neg = nodes.CLIPTextEncode().encode(clip, "blurry")[0]
     text, negative = pos[0][0], neg[0][0]
@@ -147,6 +155,11 @@ def main() -> None:
             guider.set_conds(cpos, cneg)
             guider.sample(noise.clone(), torch.zeros_like(noise), sampler, sigmas.clone(), disable_pbar=True, seed=0)
 
+        def plain_cfg(m=plain):  # ordinary CFG (text_cfg) on the plain model, or the adapter's guidance on it
+            guider = guider_mod.InstructDualCFGGuider(m, dual.ScaleSchedule(7.5, 1.0))
+            guider.set_conds(pos, neg)
+            guider.sample(noise.clone(), torch.zeros_like(noise), sampler, sigmas.clone(), disable_pbar=True, seed=0)
+
         def core():
             guider = Guider_DualCFG(model)
             guider.set_conds(cpos, cneg, neg)
@@ -181,7 +194,9 @@ def main() -> None:
             ("core DualCFGGuider", core),
             ("Instruct KSampler guider", instruct),
             ("IPAdapter simple", lambda: instruct(simple)),
-            ("IPAdapter 4-branch", lambda: instruct(four)),
+            ("plain model, CFG", plain_cfg),
+            ("plain + IPAdapter simple", lambda: plain_cfg(plain_simple)),
+            ("plain + IPAdapter 4-branch", lambda: plain_cfg(plain_four)),
             ("diffusers IP2P pipeline", reference),
         ):
             try:
@@ -212,6 +227,7 @@ def main() -> None:
         targets = [
             ("Instruct / core s/step", inst_s / core_s, 1.02),
             ("IP simple / without s/step", rows["IPAdapter simple"][0] / inst_s, 1.08),
+            ("plain: IP simple / without", rows["plain + IPAdapter simple"][0] / rows["plain model, CFG"][0], 1.08),
             ("Instruct peak / core peak", inst_peak / core_peak, 1.02),
         ]
         for label, ratio, limit in targets:
