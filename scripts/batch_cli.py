@@ -36,7 +36,7 @@ from batch_manifest import ManifestError, build_jobs, load_manifest  # noqa: E40
 from batch_results import Outcome, ResultsLog, RowProgress, record_for  # noqa: E402
 from output_files import write_outputs  # noqa: E402
 from runner_common import EXIT_EXECUTION, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, RunError, check_prompt  # noqa: E402
-from workflow_overrides import apply_overrides, to_api  # noqa: E402
+from workflow_overrides import add_override_arguments, apply_overrides, to_api  # noqa: E402
 
 EXIT_ROWS_FAILED = 1
 
@@ -58,20 +58,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     ap.add_argument("--server-wait", type=float, default=60.0, help="seconds to wait for a server when all are down (default 60)")
     ap.add_argument("--workers", type=int, help="Ray actors (default: one per GPU of the cluster, else 1)")
     ap.add_argument("--seed", type=int, default=0, help="base of the seeds of rows without one (default 0)")
-    # the overrides of a single run, applied to every row (a row's own value wins)
-    ap.add_argument("--reference", help="reference image for rows without one (node titled 'Reference image')")
-    ap.add_argument("--instruction", help="instruction for rows without one")
-    ap.add_argument("--prompt", help="prompt for rows without one")
-    ap.add_argument("--negative", help="negative prompt for rows without one")
-    ap.add_argument("--steps", type=int)
-    ap.add_argument("--text-cfg", type=float)
-    ap.add_argument("--image-cfg", type=float)
-    ap.add_argument("--model", help="model as the loader lists it, or its bare file name when unique")
-    ap.add_argument("--set", action="append", metavar="NODE.INPUT=VALUE", help="set any input of a node, every row (repeatable)")
-    ap.add_argument("--extra-model-paths", help="extra_model_paths.yaml for in-process and Ray runs")
+    add_override_arguments(ap, every_row=True)
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds a row may take on a server")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    ap.add_argument("--verbose", action="store_true", help="show ComfyUI's start-up log")
     opts = ap.parse_args(argv)
     opts.image = None
     if opts.workers is not None and opts.workers < 1:

@@ -50,7 +50,7 @@ from runner_common import (  # noqa: E402,F401  (re-exported for callers of the 
     check_prompt,
 )
 from workflow_format import is_ui  # noqa: E402
-from workflow_overrides import apply_overrides, to_api  # noqa: E402,F401
+from workflow_overrides import add_override_arguments, apply_overrides, to_api  # noqa: E402,F401
 
 
 class Progress:
@@ -90,22 +90,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     ap.add_argument("--output", "-o", required=True, help="where to write the image (batches: name_0.png, name_1.png, …)")
     ap.add_argument("--server", help="URL of a running ComfyUI (e.g. http://127.0.0.1:8188); default: run in-process")
     ap.add_argument("--image", help="input image (node titled 'Input image')")
-    ap.add_argument("--reference", help="reference image for IPAdapter-Instruct (node titled 'Reference image')")
-    ap.add_argument("--instruction", help="the edit instruction (node titled 'Instruction')")
-    ap.add_argument("--prompt", help="the prompt (node titled 'Prompt'; also IPAdapter-Instruct's prompt)")
-    ap.add_argument("--negative", help="the negative prompt (node titled 'Negative')")
     ap.add_argument("--seed", type=int)
-    ap.add_argument("--steps", type=int)
-    ap.add_argument("--text-cfg", type=float)
-    ap.add_argument("--image-cfg", type=float)
-    ap.add_argument("--model", help="model as the loader lists it (checkpoints/my-ip2p.safetensors) or its bare file name when unique")
-    ap.add_argument("--set", action="append", metavar="NODE.INPUT=VALUE", help="set any input of a node (repeatable)")
-    ap.add_argument("--extra-model-paths", help="extra_model_paths.yaml for in-process runs")
+    add_override_arguments(ap)
     ap.add_argument(
         "--timeout", type=float, help="seconds before the run is cancelled (exit 3); default: 3600 on a server, none in-process"
     )
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    ap.add_argument("--verbose", action="store_true", help="show ComfyUI's start-up log and import warnings")
     model_files.add_arguments(ap)
     opts = ap.parse_args(argv)
     if opts.timeout is not None and not opts.timeout > 0:

@@ -87,6 +87,24 @@ def resolve_model(name: str, choices: Optional[list]) -> str:
     raise RunError(f"--model {name}: no such model file in the loader's list ({hint})", EXIT_INPUT)
 
 
+def add_override_arguments(ap: argparse.ArgumentParser, every_row: bool = False) -> None:
+    """The overrides a single run and a batch share (a batch applies them to every row; a row's own
+    value wins), so both command lines offer the same names and meanings."""
+    rows = " (rows without their own)" if every_row else ""
+    ap.add_argument("--reference", help=f"reference image for IPAdapter-Instruct (node titled 'Reference image'){rows}")
+    ap.add_argument("--instruction", help=f"the edit instruction (node titled 'Instruction'){rows}")
+    ap.add_argument("--prompt", help=f"the prompt (node titled 'Prompt'; also IPAdapter-Instruct's prompt){rows}")
+    ap.add_argument("--negative", help=f"the negative prompt (node titled 'Negative'){rows}")
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--text-cfg", type=float)
+    ap.add_argument("--image-cfg", type=float)
+    ap.add_argument("--model", help="model as the loader lists it (checkpoints/my-ip2p.safetensors) or its bare file name when unique")
+    ap.add_argument("--set", action="append", metavar="NODE.INPUT=VALUE", help="set any input of a node (repeatable)")
+    ap.add_argument("--extra-model-paths", help="extra_model_paths.yaml for in-process (and Ray) runs")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--verbose", action="store_true", help="show ComfyUI's start-up log and import warnings")
+
+
 def apply_overrides(api: dict, opts: argparse.Namespace, place_image: Callable[[str], str], schema: Optional[Schema] = None) -> dict:
     """Apply the command-line overrides to a copy of ``api``; ``place_image(path)`` makes a file
     loadable and returns its name; ``schema(class_type)`` gives node schemas (``--set`` and
