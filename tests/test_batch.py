@@ -243,7 +243,7 @@ def free_port() -> int:
 def start_server(comfy, base: Path, port: int) -> subprocess.Popen:
     packs = base / "packs"
     if not packs.exists():
-        packs.mkdir()
+        packs.mkdir(parents=True)  # base (tmp_path / "serverN") does not exist yet
         (packs / "ComfyUI-Instruct").symlink_to(PACK_DIR)
     for d in ("out", "in", "user", "tmp"):
         (base / d).mkdir(exist_ok=True)
