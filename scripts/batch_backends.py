@@ -261,7 +261,15 @@ class RayWorker:
     """What each Ray actor holds: an in-process session; rows arrive with their images' bytes, so
     the driver's files need not exist on the actor's machine."""
 
-    def __init__(self, extra_model_paths: tuple = (), verbose: bool = False) -> None:
+    def __init__(self, extra_model_paths: tuple = (), verbose: bool = False, threads: Optional[int] = None) -> None:
+        if threads:
+            # Byte-identity across backends depends on this: Ray starts an actor of 1 CPU with
+            # OMP_NUM_THREADS=1, and torch's CPU kernels split their reductions by the intra-op thread
+            # count, so an actor with fewer threads than the driver gives (slightly) different pixels.
+            # The driver passes its own torch.get_num_threads(); the actor uses the same.
+            import torch
+
+            torch.set_num_threads(threads)
         from runner_session import InProcessSession
 
         self.session = InProcessSession(extra_model_paths=extra_model_paths, verbose=verbose)
@@ -320,9 +328,14 @@ class RayBackend:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         count = self.workers or gpus or 1
         resources = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 1}
+        import torch  # the driver's intra-op thread count, the one a single in-process run uses
+
+        threads = torch.get_num_threads()
+        env["OMP_NUM_THREADS"] = str(threads)  # else Ray sets 1 for a 1-CPU actor (see RayWorker)
         actor = ray.remote(max_restarts=1, max_task_retries=1)(RayWorker)
         self.actors = [
-            actor.options(runtime_env={"env_vars": env}, **resources).remote(self.extra_model_paths, self.verbose) for _ in range(count)
+            actor.options(runtime_env={"env_vars": env}, **resources).remote(self.extra_model_paths, self.verbose, threads)
+            for _ in range(count)
         ]
         self.name = f"ray ({count} actor{'s' if count > 1 else ''}, {'1 GPU' if gpus else '1 CPU'} each)"
 
