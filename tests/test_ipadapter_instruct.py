@@ -453,6 +453,23 @@ def _sample_core(patched, pos, neg, lat):
     return nodes.common_ksampler(patched, 1, 1, 5.0, "euler", "normal", pos, neg, lat)[0]["samples"]
 
 
+def assert_batching_changes_nothing(sample, together, apart, base_model) -> None:
+    """Batched and unbatched sampling of the adapted model agree up to the UNet's own batching floor.
+
+    CPU kernels pick other blockings for other batch sizes, so even without the adapter a batched step
+    differs from an unbatched one by a few float32 roundings, amplified by the random full-size weights
+    (about 2e-3 here). The adapter must add nothing beyond that floor: a wrong token set for a chunk
+    would differ by the size of the adapter's effect, orders of magnitude more."""
+    plain, plain_calls = recorded(base_model)
+    plain_together = sample(plain)
+    assert any(len(c) > 1 for c in plain_calls)
+    floor = (plain_together - sample(unbatched(plain))).abs().max().item()
+    difference = (together - apart).abs().max().item()
+    effect = (together - plain_together).abs().max().item()
+    assert difference <= 2 * floor + 1e-5, f"batched vs unbatched {difference:.3g} > 2 x the UNet's own batching floor {floor:.3g}"
+    assert effect > 100 * max(difference, 1e-6), f"the adapter's effect {effect:.3g} must stand far above the batching floor"
+
+
 @pytest.mark.parametrize("count", [2, 3])
 @pytest.mark.parametrize("task", ["style", "object"])  # simple 2-pass / 4-branch guidance
 @pytest.mark.parametrize("sampler", ["core", "instruct"])
@@ -472,11 +489,11 @@ def test_several_images_sample_the_same_batched_and_unbatched_on_a_plain_model(c
     calls.clear()
     apart = sample(unbatched(patched))
     assert calls and all(len(c) == 1 for c in calls)
-    branches = 4 if (task == "object" and sampler == "instruct") else 2
+    # 4-branch: apply's image_cfg is 1.0 here, so the unconditional pass has weight 0 and is skipped
+    branches = 3 if (task == "object" and sampler == "instruct") else 2
     assert len({c[0] for c in calls}) == branches
     assert torch.isfinite(together).all()
-    torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(together, sample(env.model), atol=1e-4)  # the adapter acted
+    assert_batching_changes_nothing(sample, together, apart, env.model)
 
 
 @pytest.mark.parametrize("count", [2, 3])
@@ -532,7 +549,7 @@ def test_several_images_sample_the_same_batched_and_unbatched_on_an_instruct_mod
         pytest.skip("ComfyUI did not batch cond and uncond on this machine (free memory too low)")
     apart = sample(unbatched(patched))
     assert torch.isfinite(together).all()
-    torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-5)
+    assert_batching_changes_nothing(sample, together, apart, ie.loaded.model)
     if task == "object" and sampler == "instruct":  # the 4-branch request cannot be met on an instruct model
         assert [m for m in log_capture.messages() if "instruct (8-channel) model, which samples the dual CFG" in m]
 
