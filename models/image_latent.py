@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from .errors import InstructInputError
+from .masks import batch_mask, feather_inward
 
 MULTIPLE = 8  # VAE downscale factor of the SD1.5 / SDXL families
 
@@ -112,8 +113,6 @@ def composite_into_original(
     the size of the edit (the sampler's edit mask). The feather ramps inwards from the mask's edge, so
     where the mask is 0 the output is the original, bit for bit.
     """
-    from ..samplers.regions import batch_mask, feather_inward
-
     original, edited = to_rgb(original, node), to_rgb(edited, node)
     height, width = original.shape[1], original.shape[2]
     h, w = edited.shape[1], edited.shape[2]

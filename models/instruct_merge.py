@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from .errors import InstructInputError
+from .model_kind import is_instruct_model
 
 PREFIX = "diffusion_model."
 FIRST_CONV = PREFIX + "input_blocks.0.0.weight"
@@ -107,8 +108,6 @@ def _shapes(patches: Mapping[str, list]) -> dict[str, tuple]:
 
 def merge_into_instruct(instruct: Any, custom: Any, base: Any, strength: float, node: str = "InstructMerge") -> Any:
     """A clone of ``instruct`` patched with ``strength · (custom − base)``; the inputs are not touched."""
-    from ..samplers.guider import is_instruct_model
-
     if not is_instruct_model(instruct):
         raise InstructInputError(
             f"{node}: 'instruct' must be an 8-channel instruct model (load it with 'Instruct UNet Loader'); it is a plain "

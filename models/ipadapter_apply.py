@@ -9,7 +9,6 @@ vision tower run on an all-zero tensor *after* normalisation (mean grey, as the 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -19,7 +18,7 @@ import comfy.model_patcher
 import comfy.patcher_extension as ext
 import comfy.utils
 
-from ..samplers.guider import IP_GUIDANCE_ATTACHMENT
+from ..vocabulary import IP_GUIDANCE_ATTACHMENT, Branch, IPGuidance
 from .errors import InstructInputError
 from .ipadapter_instruct import EVERYTHING_INSTRUCTION, IPAdapterInstruct, build_adapter, layer_keys
 from .ipadapter_patch import LATER_PATCH_ORDER, IPInstructAttention, TokenSets
@@ -27,15 +26,6 @@ from .weight_files import read_weights
 
 log = logging.getLogger(__name__)
 NODE = "IPAdapterInstructApply"
-
-
-@dataclass(frozen=True)
-class IPGuidance:
-    """What the instruct guider reads off the MODEL (attachment ``instruct_ip_guidance``)."""
-
-    four_branch: bool
-    instruct_cfg: float
-    image_cfg: float
 
 
 class LoadedAdapter:
@@ -114,10 +104,10 @@ def project_token_sets(
         return out.reshape(1, -1, out.shape[-1]).to(mm.intermediate_device())  # several images: tokens side by side
 
     return {
-        "full": run(img, enc[query], enc[prompt]),
-        "uncond": run(zero, enc[""], negative_for_uncond),
-        "img_only": run(img, negative_for_uncond, negative_for_uncond),
-        "everything": run(img, enc[EVERYTHING_INSTRUCTION], enc[prompt]),
+        Branch.FULL: run(img, enc[query], enc[prompt]),
+        Branch.UNCOND: run(zero, enc[""], negative_for_uncond),
+        Branch.IMAGE_ONLY: run(img, negative_for_uncond, negative_for_uncond),
+        Branch.EVERYTHING: run(img, enc[EVERYTHING_INSTRUCTION], enc[prompt]),
     }
 
 

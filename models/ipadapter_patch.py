@@ -25,12 +25,12 @@ import torch
 
 import comfy.ldm.modules.attention as attention
 
-from ..samplers.guider import TOKEN_SETS_KEY
+from ..vocabulary import TOKEN_SETS_KEY, Branch
 from .errors import InstructInputError
 
 log = logging.getLogger(__name__)
 
-CORE_TOKEN_SETS = ("full", "uncond")
+CORE_TOKEN_SETS = (Branch.FULL, Branch.UNCOND)  # a core guider's conds: index 0 cond, 1 uncond
 
 LATER_PATCH_ORDER = (
     "IPAdapter-Instruct: cubiq's IPAdapter (IPAdapter Plus) was applied after IPAdapter-Instruct Apply on the same "
@@ -40,7 +40,7 @@ LATER_PATCH_ORDER = (
 
 
 class TokenSets:
-    """The projected token sets of one apply (full, uncond, img_only, everything), shared by its layers."""
+    """The projected token sets of one apply (one per ``Branch``), shared by its layers."""
 
     def __init__(self, sets: dict[str, torch.Tensor]) -> None:
         self.sets = sets  # name → [1, T, C], T = 16 per reference image
@@ -105,7 +105,7 @@ class IPInstructAttention:
                 )
                 self.tokens.warned = True
             sets = CORE_TOKEN_SETS
-        return [sets[i] if i < len(sets) else "uncond" for i in indices]
+        return [sets[i] if i < len(sets) else Branch.UNCOND for i in indices]
 
     def _runs(self, names: list[str]) -> list[tuple[int, list[str]]]:
         """Consecutive chunks whose token sets have the same length: (index of the first, their names)."""

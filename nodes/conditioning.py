@@ -18,7 +18,7 @@ from ..models.image_latent import (
     fit_mask,
     to_rgb,
 )
-from ..samplers.guider import IMAGE_KEY, with_values
+from ..vocabulary import IMAGE_KEY, with_values
 from .base import InstructNode
 from .common import CATEGORY, resize_image
 

@@ -14,11 +14,13 @@ from typing import Any, Optional
 
 import torch
 
-import comfy.model_base
 import comfy.model_sampling
 import comfy.samplers
 
 from ..models.errors import InstructInputError
+from ..models.model_kind import is_instruct_model
+from ..vocabulary import IMAGE_KEY, IP_GUIDANCE_ATTACHMENT, TOKEN_SETS_KEY, Branch, with_values
+from ..vocabulary import image_latent as _image_latent
 from .dual_cfg import (
     BRANCHES,
     EVERYTHING,
@@ -43,16 +45,9 @@ from .regions import (
 
 log = logging.getLogger(__name__)
 
-#: The key ComfyUI's IP2P models read the input image latent from.
-IMAGE_KEY = "concat_latent_image"
-
 #: ``self.conds`` keys of the branches (``UNCOND`` stays "negative", as ComfyUI expects).
 _COND_KEYS = {UNCOND: "negative", IMAGE_ONLY: "image_only", EVERYTHING: "everything", FULL: "positive"}
 
-#: Attachment an IPAdapter-Instruct apply node puts on the MODEL to ask for its 4-branch guidance.
-IP_GUIDANCE_ATTACHMENT = "instruct_ip_guidance"
-#: transformer_options key: the IPAdapter-Instruct token set each conds index must attend to.
-TOKEN_SETS_KEY = "instruct_ip_token_sets"
 FOUR_BRANCHES = (UNCOND, IMAGE_ONLY, EVERYTHING, FULL)
 
 #: Pre-CFG hooks (``sampler_pre_cfg_function``) that only read the guidance direction (cond − uncond),
@@ -67,29 +62,6 @@ def hook_node(fn: Any) -> str:
     module = getattr(fn, "__module__", None) or "?"
     qualname = getattr(fn, "__qualname__", None) or type(fn).__name__
     return f"{qualname.split('.')[0]} ({module})"
-
-
-def is_instruct_model(model_patcher: Any) -> bool:
-    """True for models that concatenate an input-image latent (ComfyUI's IP2P model classes)."""
-    return isinstance(getattr(model_patcher, "model", None), comfy.model_base.IP2P)
-
-
-def _image_latent(conditioning: list) -> Optional[torch.Tensor]:
-    for _, extras in conditioning:
-        latent = extras.get(IMAGE_KEY)
-        if latent is not None:
-            return latent
-    return None
-
-
-def with_values(conditioning: list, set_values: dict, drop: tuple[str, ...] = ()) -> list:
-    """A copy of a CONDITIONING list with keys set/dropped (inputs are never mutated)."""
-    out = []
-    for tensor, extras in conditioning:
-        new = {k: v for k, v in extras.items() if k not in drop}
-        new.update(set_values)
-        out.append([tensor, new])
-    return out
 
 
 def build_branches(
@@ -223,12 +195,14 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         self.instruct = is_instruct_model(model_patcher)
         self.ip_guidance = model_patcher.get_attachment(IP_GUIDANCE_ATTACHMENT)
         self.four_branch = bool(self.ip_guidance is not None and self.ip_guidance.four_branch and not self.instruct)
+        # The token set each branch attends to: on an instruct model the image-only branch is unconditional for
+        # the adapter (its image is the concatenated latent); in the 4-branch mode every branch has its own set.
         if self.instruct:
-            self.branches, token_sets = BRANCHES, ("uncond", "uncond", "full")
+            self.branches, token_sets = BRANCHES, (Branch.UNCOND, Branch.UNCOND, Branch.FULL)
         elif self.four_branch:
-            self.branches, token_sets = FOUR_BRANCHES, ("uncond", "img_only", "everything", "full")
+            self.branches, token_sets = FOUR_BRANCHES, FOUR_BRANCHES
         else:
-            self.branches, token_sets = (UNCOND, FULL), ("uncond", "full")
+            self.branches, token_sets = (UNCOND, FULL), (Branch.UNCOND, Branch.FULL)
         self.token_sets = token_sets
         self._warn_unused_scales()
         self.cfg = schedule.text_cfg  # what generic code reading ``guider.cfg`` should see

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..models.errors import InstructInputError
 from ..models.image_latent import SizeMode, fit_image, target_size
+from ..models.masks import batch_mask, feather_inward
 
 LATENT_FACTOR = 8  # VAE downscale of the SD1.5 / SDXL families
 
@@ -40,17 +41,6 @@ class EditMaskOptions:
     def window_steps(self, total_steps: int) -> int:
         """How many of ``total_steps`` steps are accumulated: at least 1, at most all."""
         return min(total_steps, max(1, round(self.steps * total_steps)))
-
-
-def batch_mask(mask: torch.Tensor, what: str, node: str) -> torch.Tensor:
-    """A ComfyUI MASK ([H,W] or [B,H,W], values 0..1) as float [B,H,W]."""
-    if mask.ndim == 2:
-        mask = mask.unsqueeze(0)
-    if mask.ndim == 4 and mask.shape[1] == 1:
-        mask = mask[:, 0]
-    if mask.ndim != 3:
-        raise InstructInputError(f"{node}: '{what}' must be a MASK [H,W] or [B,H,W]; got shape {tuple(mask.shape)}.")
-    return mask.float().clamp(0.0, 1.0)
 
 
 def require_painted(mask: torch.Tensor, what: str, node: str, cropped: bool = False) -> None:
@@ -114,25 +104,6 @@ def to_latent(mask_px: torch.Tensor) -> torch.Tensor:
 def to_pixels(mask_latent: torch.Tensor) -> torch.Tensor:
     """[B,1,h,w] latent mask → MASK [B,8h,8w] (each cell becomes its 8×8 block; exact inverse of ``to_latent``)."""
     return mask_latent[:, 0].repeat_interleave(LATENT_FACTOR, dim=-2).repeat_interleave(LATENT_FACTOR, dim=-1)
-
-
-def erode(mask: torch.Tensor) -> torch.Tensor:
-    """One 3×3 grey-scale erosion of [B,1,H,W]; the image border is not treated as outside."""
-    return -F.max_pool2d(-F.pad(mask, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-
-
-def feather_inward(mask: torch.Tensor, width: int) -> torch.Tensor:
-    """Ramp from the mask's edge inwards: 1/(width+1) on its first cell, 1 at depth width+1.
-
-    Where the mask is 0 the result is exactly 0, so feathering never leaks the edit outside.
-    """
-    if width <= 0:
-        return mask
-    total, level = mask.clone(), mask
-    for _ in range(width):
-        level = erode(level)
-        total += level
-    return total / (width + 1)
 
 
 def latent_feather(pixels: int) -> int:
