@@ -65,8 +65,10 @@ class InstructImageConditioning(InstructNode):
                 io.Mask.Input(
                     "mask",
                     optional=True,
-                    tooltip="Optional region to edit (same size as the image). Outside it the input is kept: "
-                    "the latent output becomes the encoded image with this noise mask.",
+                    tooltip="Optional region to edit (same size as the image), for core samplers: the latent output "
+                    "becomes the encoded image with this noise mask (core inpainting). With Instruct KSampler / Guider "
+                    "use their 'region_mask' instead (feathered, reconstructs the outside from the input image even "
+                    "from an empty latent).",
                 ),
                 io.Latent.Input(
                     "image_latent",

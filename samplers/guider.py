@@ -374,7 +374,20 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         model_options: dict = {},
         seed: Optional[int] = None,  # noqa: B006
     ) -> torch.Tensor:
-        """Region blend around the whole prediction (wrappers included), like ComfyUI's inpainting."""
+        """Region blend around the whole prediction (wrappers included), like ComfyUI's inpainting.
+
+        Why not core's own hook (a LATENT ``noise_mask`` → ``denoise_mask``, shaped per step by
+        ``model_options["denoise_mask_function"]``, applied in ``KSamplerX0Inpaint``): it cannot give
+        these results exactly. Core blends towards the *sampled* LATENT (``latent_image``: its noised
+        ``scale_latent_inpaint(σ, noise, latent_image)`` into x, ``latent_image`` into the output),
+        while region editing blends towards the *input image's* latent (``reference``, the processed
+        ``concat_latent_image``) whatever latent is sampled; the default is an empty latent at denoise
+        1.0, where core would pull the outside towards zeros. Handing core the reference as the sampled
+        latent instead changes the start (``noise_scaling(σ_max, noise, latent_image)`` adds it), so the
+        inside would differ too. The blend mask changes mid-run (edit-mask restriction),
+        which ``denoise_mask_function`` could express, but only with a ``denoise_mask`` present on every
+        step. The conditioner's ``mask`` input is core's path (noise mask on its LATENT output).
+        """
         run = self._run
         mask = run.blend_mask(float(timestep.reshape(-1)[0])) if run is not None else None
         if mask is None:
