@@ -11,14 +11,14 @@ import torch.nn.functional as F
 from .errors import InstructInputError
 
 
-def batch_mask(mask: torch.Tensor, what: str, node: str) -> torch.Tensor:
+def batch_mask(mask: torch.Tensor, what: str) -> torch.Tensor:
     """A ComfyUI MASK ([H,W] or [B,H,W], values 0..1) as float [B,H,W]."""
     if mask.ndim == 2:
         mask = mask.unsqueeze(0)
     if mask.ndim == 4 and mask.shape[1] == 1:
         mask = mask[:, 0]
     if mask.ndim != 3:
-        raise InstructInputError(f"{node}: '{what}' must be a MASK [H,W] or [B,H,W]; got shape {tuple(mask.shape)}.")
+        raise InstructInputError(f"'{what}' must be a MASK [H,W] or [B,H,W]; got shape {tuple(mask.shape)}.")
     return mask.float().clamp(0.0, 1.0)
 
 

@@ -43,7 +43,7 @@ class EditMaskOptions:
         return min(total_steps, max(1, round(self.steps * total_steps)))
 
 
-def require_painted(mask: torch.Tensor, what: str, node: str, cropped: bool = False) -> None:
+def require_painted(mask: torch.Tensor, what: str, cropped: bool = False) -> None:
     """Refuse a region with nothing in it: sampling would return the input unedited and say nothing.
 
     ``mask`` is a MASK ([H,W] / [B,H,W]) or latent blend weights [B,1,h,w]; ``cropped`` says it was
@@ -59,7 +59,7 @@ def require_painted(mask: torch.Tensor, what: str, node: str, cropped: bool = Fa
     else:
         why = "is empty (all zero)"
     raise InstructInputError(
-        f"{node}: {which} {why}, so nothing would be edited and the input would come back unchanged. Paint the region "
+        f"{which} {why}, so nothing would be edited and the input would come back unchanged. Paint the region "
         "to edit: right-click Load Image → 'Open in MaskEditor', paint over the area, Save, and connect Load Image's MASK "
         f"output to '{what}' (headless: make the region transparent in the PNG). To edit the whole image, disconnect '{what}'."
     )
@@ -69,29 +69,29 @@ def _bilinear(nchw: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return F.interpolate(nchw, size=(height, width), mode="bilinear", align_corners=False)
 
 
-def fit_to_image(mask: torch.Tensor, image_hw: tuple[int, int], what: str, node: str) -> torch.Tensor:
+def fit_to_image(mask: torch.Tensor, image_hw: tuple[int, int], what: str) -> torch.Tensor:
     """Bring a MASK to the size of the image being edited (``image_hw``, multiples of 8).
 
     Accepted: the same size; the size of the input image before Instruct Image Conditioning made
     it a multiple of 8 (its size rules: centre crop, its default, then resize). Anything else is a
     wiring mistake.
     """
-    mask = batch_mask(mask, what, node)
+    mask = batch_mask(mask, what)
     height, width = mask.shape[-2:]
     for mode in (SizeMode.CROP, SizeMode.RESIZE):
-        if target_size(height, width, mode, node) == tuple(image_hw):
-            return fit_image(mask[..., None], mode, node, _bilinear)[..., 0]
+        if target_size(height, width, mode) == tuple(image_hw):
+            return fit_image(mask[..., None], mode, _bilinear)[..., 0]
     h, w = image_hw
     raise InstructInputError(
-        f"{node}: '{what}' is {width}x{height} but the image being edited is {w}x{h}. Draw the mask on the input "
+        f"'{what}' is {width}x{height} but the image being edited is {w}x{h}. Draw the mask on the input "
         "image itself (Load Image → mask editor) or bring it to the image's size with an upscale/crop node."
     )
 
 
-def check_batch(mask_batch: int, latent_batch: int, what: str, node: str) -> None:
+def check_batch(mask_batch: int, latent_batch: int, what: str) -> None:
     if mask_batch not in (1, latent_batch):
         raise InstructInputError(
-            f"{node}: '{what}' has a batch of {mask_batch} masks but {latent_batch} images are edited; "
+            f"'{what}' has a batch of {mask_batch} masks but {latent_batch} images are edited; "
             "use one mask (shared by every image) or one per image."
         )
 
@@ -123,10 +123,10 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), kernel.reshape(1, 1, -1, 1))
 
 
-def region_in_latent(mask: torch.Tensor, latent_hw: tuple[int, int], feather_px: int, what: str, node: str) -> torch.Tensor:
+def region_in_latent(mask: torch.Tensor, latent_hw: tuple[int, int], feather_px: int, what: str) -> torch.Tensor:
     """A user MASK as the sampler's blend weight [B,1,h,w]: fitted, max-pooled, feathered inwards."""
     h, w = latent_hw
-    fitted = fit_to_image(mask, (h * LATENT_FACTOR, w * LATENT_FACTOR), what, node)
+    fitted = fit_to_image(mask, (h * LATENT_FACTOR, w * LATENT_FACTOR), what)
     return feather_inward(to_latent(fitted), latent_feather(feather_px))
 
 

@@ -188,3 +188,48 @@ def test_a_planted_violation_is_found(module, source, expected):
 def test_a_planted_cycle_is_found():
     found = violations(_planted({"models.masks": "from .image_latent import SizeMode\n"}))  # image_latent imports masks
     assert any(p.startswith("import cycle:") and "models.masks" in p and "models.image_latent" in p for p in found), found
+
+
+# ---- the node boundary (ComfyUI-backed) ---------------------------------------------------------
+
+
+def test_every_node_takes_its_widgets_by_name(comfy):
+    """execute names every input of its schema (no ``**kwargs``): a renamed widget fails here, not at run time."""
+    import inspect
+
+    for node_id in comfy.pack_node_ids:
+        cls = comfy.nodes.NODE_CLASS_MAPPINGS[node_id]
+        params = inspect.signature(cls.execute).parameters
+        kinds = {p.kind for p in params.values()}
+        assert not kinds & {inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL}, f"{node_id}.execute takes */**"
+        inputs = cls.GET_SCHEMA().inputs
+        assert set(params) == {i.id for i in inputs}, f"{node_id}: execute's parameters differ from its inputs"
+        for spec in inputs:
+            if spec.optional:
+                assert params[spec.id].default is not inspect.Parameter.empty, f"{node_id}: optional '{spec.id}' has no default"
+
+
+def test_the_node_layer_names_the_node_once(comfy):
+    from comfy_api.latest import io
+
+    base, errors = comfy.pack("nodes.base"), comfy.pack("models.errors")
+
+    class Probe(base.InstructNode):
+        @classmethod
+        def define_schema(cls) -> io.Schema:
+            return io.Schema(node_id="ArchitectureProbe", inputs=[io.Float.Input("x")], outputs=[])
+
+        @classmethod
+        def execute(cls, x: float) -> io.NodeOutput:
+            if x > 0:
+                raise errors.InstructInputError("'x' is too large; set it to 0 or less.")
+            raise errors.InstructInputError("the adapter came first.", node="IPAdapter-Instruct")
+
+    with pytest.raises(errors.InstructInputError) as err:
+        Probe.execute(x=1.0)
+    assert str(err.value) == "ArchitectureProbe: 'x' is too large; set it to 0 or less." and err.value.node == "ArchitectureProbe"
+    with pytest.raises(errors.InstructInputError) as err:  # an error that already names its source keeps it
+        Probe.execute(x=-1.0)
+    assert str(err.value) == "IPAdapter-Instruct: the adapter came first."
+    with pytest.raises(errors.InstructInputError, match=r"^ArchitectureProbe: 'x' is nan, not a finite number"):
+        Probe.execute(x=float("nan"))
