@@ -8,8 +8,9 @@ Three jobs, shared by the sampler (latent space) and the pixel composite:
   parameterisation), averaged over the early steps, blurred, scaled to a maximum of 1, thresholded.
 * **Region masks in latent space**: a latent cell is outside the region only when all of its 8×8
   pixels are outside (max-pooling), so the edit area never shrinks and "outside" means outside.
-* **Inward feather**: the ramp lies inside the mask (0 at its edge, 1 at ``width`` inside), so the
-  outside stays exactly 0 — the guarantee the sampler and the composite give.
+* **Inward feather** (``models/masks.py``, shared with the pixel composite): the ramp lies inside the
+  mask (0 at its edge, 1 at ``width`` inside), so the outside stays exactly 0 — the guarantee the
+  sampler and the composite give.
 """
 
 from __future__ import annotations
