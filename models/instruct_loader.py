@@ -20,10 +20,10 @@ import comfy.model_detection
 import comfy.sd
 import comfy.utils
 
-from ..samplers.guider import is_instruct_model
 from .diffusers_unet import diffusers_to_ldm
 from .errors import InstructModelError
 from .folders import DIFFUSERS_WEIGHT_NAMES
+from .model_kind import is_instruct_model
 from .weight_files import read_weights
 from .state_dict import (
     COSXL_SIGMAS,

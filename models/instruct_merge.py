@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from .errors import InstructInputError
+from .model_kind import is_instruct_model
 
 PREFIX = "diffusion_model."
 FIRST_CONV = PREFIX + "input_blocks.0.0.weight"
@@ -54,19 +55,19 @@ class MergePlan:
     narrowed: Mapping[str, tuple[int, int, int]]
 
 
-def plan_merge(instruct: Mapping[str, tuple], custom: Mapping[str, tuple], base: Mapping[str, tuple], node: str) -> MergePlan:
+def plan_merge(instruct: Mapping[str, tuple], custom: Mapping[str, tuple], base: Mapping[str, tuple]) -> MergePlan:
     """Check three models' diffusion weights (key → shape) fit together; say how to patch each key."""
     if set(custom) != set(base):
         only = sorted(set(custom) ^ set(base))
         raise InstructInputError(
-            f"{node}: 'custom' and 'base' have different weights ({len(only)} keys differ, e.g. {only[0]}); 'base' must be "
+            f"'custom' and 'base' have different weights ({len(only)} keys differ, e.g. {only[0]}); 'base' must be "
             "the model 'custom' was fine-tuned from (e.g. SD1.5 for an SD1.5 fine-tune)."
         )
     mismatched = [k for k in custom if tuple(custom[k]) != tuple(base[k])]
     if mismatched:
         k = mismatched[0]
         raise InstructInputError(
-            f"{node}: 'custom' and 'base' differ in shape at {k} ({tuple(custom[k])} vs {tuple(base[k])}); 'base' must be "
+            f"'custom' and 'base' differ in shape at {k} ({tuple(custom[k])} vs {tuple(base[k])}); 'base' must be "
             "the model 'custom' was fine-tuned from."
         )
     narrowed: dict[str, tuple[int, int, int]] = {}
@@ -94,7 +95,7 @@ def plan_merge(instruct: Mapping[str, tuple], custom: Mapping[str, tuple], base:
             problems.append(f"{k}: {shape} vs {tuple(target)}")
     if problems:
         raise InstructInputError(
-            f"{node}: the fine-tune does not fit the instruct model ({len(problems)} weights, e.g. {problems[0]}). "
+            f"the fine-tune does not fit the instruct model ({len(problems)} weights, e.g. {problems[0]}). "
             "Merge a fine-tune of the instruct model's own family (SD1.5 fine-tune into an SD1.5 instruct model, "
             "SDXL into SDXL / CosXL Edit)."
         )
@@ -105,26 +106,24 @@ def _shapes(patches: Mapping[str, list]) -> dict[str, tuple]:
     return {k: tuple(v[0][0].shape) for k, v in patches.items()}
 
 
-def merge_into_instruct(instruct: Any, custom: Any, base: Any, strength: float, node: str = "InstructMerge") -> Any:
+def merge_into_instruct(instruct: Any, custom: Any, base: Any, strength: float) -> Any:
     """A clone of ``instruct`` patched with ``strength · (custom − base)``; the inputs are not touched."""
-    from ..samplers.guider import is_instruct_model
-
     if not is_instruct_model(instruct):
         raise InstructInputError(
-            f"{node}: 'instruct' must be an 8-channel instruct model (load it with 'Instruct UNet Loader'); it is a plain "
+            f"'instruct' must be an 8-channel instruct model (load it with 'Instruct UNet Loader'); it is a plain "
             f"{family_of(instruct)} model. Connect your fine-tune to 'custom' and its base model to 'base'."
         )
     families = {"instruct": family_of(instruct), "custom": family_of(custom), "base": family_of(base)}
     if len(set(families.values())) != 1:
         listed = ", ".join(f"'{name}' is {fam}" for name, fam in families.items())
         raise InstructInputError(
-            f"{node}: the models are of different families ({listed}). Merge a fine-tune of the instruct model's own "
+            f"the models are of different families ({listed}). Merge a fine-tune of the instruct model's own "
             "family with its base (SD1.5 fine-tune and SD1.5 into an SD1.5 instruct model; SDXL into SDXL / CosXL Edit)."
         )
     custom_kp = custom.get_key_patches(PREFIX)
     base_kp = base.get_key_patches(PREFIX)
     instruct_shapes = {k: tuple(v.shape) for k, v in instruct.model_state_dict(PREFIX).items()}
-    plan = plan_merge(instruct_shapes, _shapes(custom_kp), _shapes(base_kp), node)
+    plan = plan_merge(instruct_shapes, _shapes(custom_kp), _shapes(base_kp))
     merged = instruct.clone()
     if strength == 0.0:
         return merged

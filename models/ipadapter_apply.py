@@ -9,7 +9,6 @@ vision tower run on an all-zero tensor *after* normalisation (mean grey, as the 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -19,23 +18,13 @@ import comfy.model_patcher
 import comfy.patcher_extension as ext
 import comfy.utils
 
-from ..samplers.guider import IP_GUIDANCE_ATTACHMENT
+from ..vocabulary import IP_GUIDANCE_ATTACHMENT, Branch, IPGuidance
 from .errors import InstructInputError
 from .ipadapter_instruct import EVERYTHING_INSTRUCTION, IPAdapterInstruct, build_adapter, layer_keys
-from .ipadapter_patch import LATER_PATCH_ORDER, IPInstructAttention, TokenSets
+from .ipadapter_patch import LATER_PATCH_ORDER, LATER_PATCH_SOURCE, IPInstructAttention, TokenSets
 from .weight_files import read_weights
 
 log = logging.getLogger(__name__)
-NODE = "IPAdapterInstructApply"
-
-
-@dataclass(frozen=True)
-class IPGuidance:
-    """What the instruct guider reads off the MODEL (attachment ``instruct_ip_guidance``)."""
-
-    four_branch: bool
-    instruct_cfg: float
-    image_cfg: float
 
 
 class LoadedAdapter:
@@ -67,7 +56,7 @@ def clip_l_last_hidden(clip: Any, text: str) -> torch.Tensor:
     """
     encoder = getattr(clip.cond_stage_model, "clip_l", None)
     if encoder is None:
-        raise InstructInputError(f"{NODE}: the CLIP has no CLIP-L text encoder; connect the base model's CLIP (SD1.5 or SDXL).")
+        raise InstructInputError("the CLIP has no CLIP-L text encoder; connect the base model's CLIP (SD1.5 or SDXL).")
     tokens = clip.tokenize(text, disable_weights=True)["l"][:1]
     clip.load_model()
     try:
@@ -114,10 +103,10 @@ def project_token_sets(
         return out.reshape(1, -1, out.shape[-1]).to(mm.intermediate_device())  # several images: tokens side by side
 
     return {
-        "full": run(img, enc[query], enc[prompt]),
-        "uncond": run(zero, enc[""], negative_for_uncond),
-        "img_only": run(img, negative_for_uncond, negative_for_uncond),
-        "everything": run(img, enc[EVERYTHING_INSTRUCTION], enc[prompt]),
+        Branch.FULL: run(img, enc[query], enc[prompt]),
+        Branch.UNCOND: run(zero, enc[""], negative_for_uncond),
+        Branch.IMAGE_ONLY: run(img, negative_for_uncond, negative_for_uncond),
+        Branch.EVERYTHING: run(img, enc[EVERYTHING_INSTRUCTION], enc[prompt]),
     }
 
 
@@ -126,7 +115,7 @@ def check_base(model: Any, adapter: LoadedAdapter) -> None:
     if context != adapter.spec.resampler.output_dim:
         family = {768: "SD1.5", 2048: "SDXL"}.get(context, f"{context}-d cross-attention")
         raise InstructInputError(
-            f"{NODE}: '{adapter.source}' is the {adapter.spec.base} adapter but the model is {family}: use "
+            f"'{adapter.source}' is the {adapter.spec.base} adapter but the model is {family}: use "
             f"ip-adapter-instruct-{'sd15' if family == 'SD1.5' else 'sdxl'}.bin with this model."
         )
 
@@ -149,7 +138,7 @@ def check_layout(model: Any, keys: dict) -> None:
             count = 0
         if count <= index:
             raise InstructInputError(
-                f"{NODE}: the model has no cross-attention layer at {(block, number, index)} (adapter layer {n}); "
+                f"the model has no cross-attention layer at {(block, number, index)} (adapter layer {n}); "
                 "it is not a standard SD1.5 / SDXL UNet, so the adapter cannot be applied."
             )
 
@@ -165,7 +154,7 @@ def _refuse_shadowed_patches(executor: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(patch, IPInstructAttention) and len(key) == 3:
             later = attn2.get(key[:2])
             if later is not None and later is not patch.previous:
-                raise InstructInputError(f"{LATER_PATCH_ORDER} (layer {key[:2]}: {type(later).__name__})")
+                raise InstructInputError(f"{LATER_PATCH_ORDER} (layer {key[:2]}: {type(later).__name__})", node=LATER_PATCH_SOURCE)
     return executor(*args, **kwargs)
 
 

@@ -25,22 +25,24 @@ import torch
 
 import comfy.ldm.modules.attention as attention
 
-from ..samplers.guider import TOKEN_SETS_KEY
+from ..vocabulary import TOKEN_SETS_KEY, Branch
 from .errors import InstructInputError
 
 log = logging.getLogger(__name__)
 
-CORE_TOKEN_SETS = ("full", "uncond")
+CORE_TOKEN_SETS = (Branch.FULL, Branch.UNCOND)  # a core guider's conds: index 0 cond, 1 uncond
 
+#: Raised while sampling or inside another pack's apply node, so it names its own source instead of a node.
+LATER_PATCH_SOURCE = "IPAdapter-Instruct"
 LATER_PATCH_ORDER = (
-    "IPAdapter-Instruct: cubiq's IPAdapter (IPAdapter Plus) was applied after IPAdapter-Instruct Apply on the same "
+    "cubiq's IPAdapter (IPAdapter Plus) was applied after IPAdapter-Instruct Apply on the same "
     "layers; it can only stack in the other order. Apply the IPAdapter Plus node first and IPAdapter-Instruct Apply "
     "after it (its patch then wraps IPAdapter Plus's)."
 )
 
 
 class TokenSets:
-    """The projected token sets of one apply (full, uncond, img_only, everything), shared by its layers."""
+    """The projected token sets of one apply (one per ``Branch``), shared by its layers."""
 
     def __init__(self, sets: dict[str, torch.Tensor]) -> None:
         self.sets = sets  # name → [1, T, C], T = 16 per reference image
@@ -105,7 +107,7 @@ class IPInstructAttention:
                 )
                 self.tokens.warned = True
             sets = CORE_TOKEN_SETS
-        return [sets[i] if i < len(sets) else "uncond" for i in indices]
+        return [sets[i] if i < len(sets) else Branch.UNCOND for i in indices]
 
     def _runs(self, names: list[str]) -> list[tuple[int, list[str]]]:
         """Consecutive chunks whose token sets have the same length: (index of the first, their names)."""
@@ -144,7 +146,7 @@ class IPInstructAttention:
     def add(self, callback: Any, **kwargs: Any) -> None:
         """cubiq's IPAdapter stacks onto an attn2 patch it finds at its own key by calling ``add``
         (its SDXL keys are ours too). Taking it in would change the model this patch already belongs to."""
-        raise InstructInputError(LATER_PATCH_ORDER)
+        raise InstructInputError(LATER_PATCH_ORDER, node=LATER_PATCH_SOURCE)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
         heads = extra_options["n_heads"]

@@ -13,6 +13,8 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
+from ..models.folders import register_ipadapter_folder
+
 log = logging.getLogger(__name__)
 
 #: (module, class) of every node, in menu order.
@@ -46,8 +48,6 @@ def _load_nodes() -> list[type[io.ComfyNode]]:
 class InstructExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        from ..models.folders import register_ipadapter_folder
-
         try:
             register_ipadapter_folder()
         except Exception:

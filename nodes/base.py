@@ -1,4 +1,8 @@
-"""The base class of every node of the pack: one place that refuses non-finite float inputs.
+"""The base class of every node of the pack: the one place that names the node in its errors and
+refuses non-finite float inputs.
+
+The code below the node layer raises typed errors (``models/errors.py``) without knowing which node
+called it; the wrapped ``execute`` adds the node's id to the message once (``InstructError.at_node``).
 
 A NaN reaches a node unchecked: ComfyUI's min/max validation compares with ``<``/``>``, which is
 false for NaN, and a linked FLOAT is not validated at all. Sampling with it then gives a black
@@ -16,7 +20,7 @@ from typing import Any, Callable
 
 from comfy_api.latest import io
 
-from ..models.errors import InstructInputError
+from ..models.errors import InstructError, InstructInputError
 
 _CHECKED = "_instruct_finite_checked"
 
@@ -33,7 +37,7 @@ def _describe(spec: io.Float.Input) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def check_finite_floats(node_id: str, specs: list[io.Float.Input], values: dict[str, Any]) -> None:
+def check_finite_floats(specs: list[io.Float.Input], values: dict[str, Any]) -> None:
     """Raise when a FLOAT input holds NaN or ±inf, naming the input and the fix."""
     for spec in specs:
         value = values.get(spec.id)
@@ -41,7 +45,7 @@ def check_finite_floats(node_id: str, specs: list[io.Float.Input], values: dict[
             continue
         if not math.isfinite(value):
             raise InstructInputError(
-                f"{node_id}: '{spec.id}' is {value}, not a finite number, so the result would be meaningless (NaN gives "
+                f"'{spec.id}' is {value}, not a finite number, so the result would be meaningless (NaN gives "
                 f"a black image). Set '{spec.id}' to a number{_describe(spec)}; if it comes from a link, fix the node "
                 "that computes it."
             )
@@ -51,15 +55,19 @@ def _checked_execute(execute: Callable[..., Any]) -> classmethod:
     @functools.wraps(execute)
     def run(cls, *args, **kwargs):
         schema = cls.SCHEMA or cls.define_schema()  # the class ComfyUI runs is locked: read, never build here
-        check_finite_floats(schema.node_id, float_inputs(schema), kwargs)
-        return execute(cls, *args, **kwargs)
+        try:
+            check_finite_floats(float_inputs(schema), kwargs)
+            return execute(cls, *args, **kwargs)
+        except InstructError as err:  # the pack's own errors: name the node once, here
+            raise err.at_node(schema.node_id)
 
     setattr(run, _CHECKED, True)
     return classmethod(run)
 
 
 class InstructNode(io.ComfyNode):
-    """``io.ComfyNode`` whose ``execute`` refuses NaN/inf in any FLOAT input before it runs."""
+    """``io.ComfyNode`` whose ``execute`` refuses NaN/inf in any FLOAT input before it runs and names
+    the node in the pack's errors."""
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -18,7 +18,7 @@ from ..models.image_latent import (
     fit_mask,
     to_rgb,
 )
-from ..samplers.guider import IMAGE_KEY, with_values
+from ..vocabulary import IMAGE_KEY, with_values
 from .base import InstructNode
 from .common import CATEGORY, resize_image
 
@@ -65,8 +65,10 @@ class InstructImageConditioning(InstructNode):
                 io.Mask.Input(
                     "mask",
                     optional=True,
-                    tooltip="Optional region to edit (same size as the image). Outside it the input is kept: "
-                    "the latent output becomes the encoded image with this noise mask.",
+                    tooltip="Optional region to edit (same size as the image), for core samplers: the latent output "
+                    "becomes the encoded image with this noise mask (core inpainting). With Instruct KSampler / Guider "
+                    "use their 'region_mask' instead (feathered, reconstructs the outside from the input image even "
+                    "from an empty latent).",
                 ),
                 io.Latent.Input(
                     "image_latent",
@@ -92,23 +94,21 @@ class InstructImageConditioning(InstructNode):
         mode = SizeMode(size_mode)
         if image_latent is not None:
             latent = image_latent["samples"]
-            check_latent_channels(latent, NODE, "'image_latent'")
+            check_latent_channels(latent, "'image_latent'")
         else:
             if image is None or vae is None:
-                raise InstructInputError(
-                    f"{NODE}: connect 'image' and 'vae' (or a pre-encoded 'image_latent') so there is an image to edit."
-                )
-            pixels = fit_image(to_rgb(image, NODE), mode, NODE, resize_image)
+                raise InstructInputError("connect 'image' and 'vae' (or a pre-encoded 'image_latent') so there is an image to edit.")
+            pixels = fit_image(to_rgb(image), mode, resize_image)
             latent = vae.encode(pixels)
-            check_latent_channels(latent, NODE, "VAE output")
+            check_latent_channels(latent, "VAE output")
 
         keep_image = LatentMode(latent_output) is LatentMode.IMAGE or mask is not None
         out_latent: dict = {"samples": latent.clone() if keep_image else torch.zeros_like(latent)}
         if mask is not None:
             if image_latent is None:  # same crop/resize as the image; ComfyUI scales it to the latent later
-                mask = fit_mask(mask, (image.shape[1], image.shape[2]), mode, NODE, resize_image)
+                mask = fit_mask(mask, (image.shape[1], image.shape[2]), mode, resize_image)
             elif mask.ndim == 2:
                 mask = mask.unsqueeze(0)
-            check_batches(latent.shape[0], mask.shape[0], "mask", NODE)
+            check_batches(latent.shape[0], mask.shape[0], "mask")
             out_latent["noise_mask"] = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
         return io.NodeOutput(with_values(positive, {IMAGE_KEY: latent}), with_values(negative, {IMAGE_KEY: latent}), out_latent)

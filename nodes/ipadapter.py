@@ -8,7 +8,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..models.folders import IPADAPTER_FOLDER
-from ..models.ipadapter_apply import IPGuidance, apply, load_adapter, project_token_sets
+from ..models.ipadapter_apply import apply, load_adapter, project_token_sets
 from ..models.ipadapter_instruct import (
     CUSTOM_TASK,
     TASKS,
@@ -16,6 +16,7 @@ from ..models.ipadapter_instruct import (
     reference_auto_scale,
     reference_wants_four_branch,
 )
+from ..vocabulary import IPGuidance
 from .base import InstructNode
 from .common import CATEGORY
 

@@ -9,10 +9,11 @@ import torch
 from comfy_api.latest import io
 
 from ..models.image_latent import SizeMode, composite_into_original
+from ..samplers.guider import GuiderOptions
 from ..samplers.regions import EditMaskOptions, to_pixels
 from .base import InstructNode
-from .common import CATEGORY, advanced_guidance_inputs, resize_image
-from .sampling import ksample, ksampler_inputs
+from .common import CATEGORY, advanced_guidance_inputs, resize_image, schedule_from
+from .sampling import KSamplerSettings, ksample, ksampler_inputs
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,37 @@ class InstructKSamplerEditMask(InstructNode):
         )
 
     @classmethod
-    def execute(cls, mask_steps, mask_blur, mask_threshold, restrict, region_feather, **inputs) -> io.NodeOutput:
-        options = EditMaskOptions(mask_steps, mask_blur, mask_threshold, restrict == RESTRICT, region_feather)
-        latent, guider = ksample("InstructKSamplerEditMask", edit_mask=options, **inputs)
+    def execute(
+        cls,
+        model,
+        seed: int,
+        steps: int,
+        text_cfg: float,
+        image_cfg: float,
+        sampler_name: str,
+        scheduler: str,
+        positive: list,
+        negative: list,
+        latent_image: dict,
+        denoise: float,
+        mask_steps: float,
+        mask_blur: float,
+        mask_threshold: float,
+        restrict: str,
+        region_feather: int,
+        guidance_rescale: float = 0.0,
+        text_cfg_start: float = 0.0,
+        text_cfg_end: float = 1.0,
+        image_cfg_start: float = 0.0,
+        image_cfg_end: float = 1.0,
+    ) -> io.NodeOutput:
+        options = GuiderOptions(
+            schedule_from(text_cfg, image_cfg, text_cfg_start, text_cfg_end, image_cfg_start, image_cfg_end),
+            guidance_rescale,
+            edit_mask=EditMaskOptions(mask_steps, mask_blur, mask_threshold, restrict == RESTRICT, region_feather),
+        )
+        settings = KSamplerSettings(seed, steps, sampler_name, scheduler, denoise)
+        latent, guider = ksample("InstructKSamplerEditMask", model, positive, negative, latent_image, settings, options)
         mask = guider.edit_mask
         if mask is None:
             log.warning("InstructKSamplerEditMask: no sampling step ran (denoise 0?), so the edit mask is empty")
@@ -144,5 +173,5 @@ class InstructRegionComposite(InstructNode):
 
     @classmethod
     def execute(cls, edited, original, mask, feather, size_mode) -> io.NodeOutput:
-        out = composite_into_original(edited, original, mask, feather, SizeMode(size_mode), "InstructRegionComposite", resize_image)
+        out = composite_into_original(edited, original, mask, feather, SizeMode(size_mode), resize_image)
         return io.NodeOutput(out)

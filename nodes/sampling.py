@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
+
+import torch
 
 import comfy.model_management
 import comfy.sample
@@ -11,8 +14,7 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
-from ..samplers.guider import InstructDualCFGGuider
-from ..samplers.regions import EditMaskOptions
+from ..samplers.guider import GuiderOptions, InstructDualCFGGuider, RegionOptions, build_guider
 from .base import InstructNode
 from .common import CATEGORY, advanced_guidance_inputs, guidance_inputs, schedule_from
 
@@ -25,13 +27,19 @@ _BRANCHES_DOC = (
 )
 
 
-def make_guider(
-    model, positive, negative, text_cfg, image_cfg, node, guidance_rescale=0.0, region_mask=None, region_feather=16, **windows
-) -> InstructDualCFGGuider:
-    guider = InstructDualCFGGuider(model, schedule_from(text_cfg, image_cfg, **windows), guidance_rescale, node=node)
-    guider.set_conds(positive, negative)
-    guider.set_region(region_mask, region_feather)
-    return guider
+@dataclass(frozen=True)
+class KSamplerSettings:
+    """Core KSampler's own settings (everything but the guidance), as the KSampler-style nodes take them."""
+
+    seed: int
+    steps: int
+    sampler_name: str
+    scheduler: str
+    denoise: float
+
+
+def region_options(region_mask: Optional[torch.Tensor], region_feather: int) -> Optional[RegionOptions]:
+    return None if region_mask is None else RegionOptions(region_mask, int(region_feather))
 
 
 def ksampler_inputs() -> list[io.Input]:
@@ -105,49 +113,34 @@ def region_inputs() -> list[io.Input]:
 
 
 def ksample(
-    node: str,
-    model,
-    seed,
-    steps,
-    text_cfg,
-    image_cfg,
-    sampler_name,
-    scheduler,
-    positive,
-    negative,
-    latent_image,
-    denoise,
-    edit_mask: Optional[EditMaskOptions] = None,
-    **options,
+    node: str, model, positive: list, negative: list, latent_image: dict, settings: KSamplerSettings, options: GuiderOptions
 ) -> tuple[dict, InstructDualCFGGuider]:
     """Sample like core KSampler (same noise, sigmas, preview, progress bar) with the instruct guider.
 
     Shared by the KSampler-style nodes; returns the LATENT and the guider (which holds the edit mask).
     """
-    guider = make_guider(model, positive, negative, text_cfg, image_cfg, node, **options)
-    if edit_mask is not None:
-        guider.track_edit_mask(edit_mask)
+    guider = build_guider(model, positive, negative, options, node)
     samples = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
-    noise = comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
+    noise = comfy.sample.prepare_noise(samples, settings.seed, latent_image.get("batch_index"))
     sigmas = comfy.samplers.KSampler(
         model,
-        steps=steps,
+        steps=settings.steps,
         device=model.load_device,
-        sampler=sampler_name,
-        scheduler=scheduler,
-        denoise=denoise,
+        sampler=settings.sampler_name,
+        scheduler=settings.scheduler,
+        denoise=settings.denoise,
         model_options=model.model_options,
     ).sigmas
     callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
     out = guider.sample(
         noise,
         samples,
-        comfy.samplers.sampler_object(sampler_name),
+        comfy.samplers.sampler_object(settings.sampler_name),
         sigmas,
         denoise_mask=latent_image.get("noise_mask"),
         callback=callback,
         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
-        seed=seed,
+        seed=settings.seed,
     )
     result = latent_image.copy()
     result["samples"] = out.to(comfy.model_management.intermediate_device())
@@ -167,8 +160,34 @@ class InstructKSampler(InstructNode):
         )
 
     @classmethod
-    def execute(cls, **inputs) -> io.NodeOutput:
-        return io.NodeOutput(ksample("InstructKSampler", **inputs)[0])
+    def execute(
+        cls,
+        model,
+        seed: int,
+        steps: int,
+        text_cfg: float,
+        image_cfg: float,
+        sampler_name: str,
+        scheduler: str,
+        positive: list,
+        negative: list,
+        latent_image: dict,
+        denoise: float,
+        guidance_rescale: float = 0.0,
+        text_cfg_start: float = 0.0,
+        text_cfg_end: float = 1.0,
+        image_cfg_start: float = 0.0,
+        image_cfg_end: float = 1.0,
+        region_mask: Optional[torch.Tensor] = None,
+        region_feather: int = 16,
+    ) -> io.NodeOutput:
+        options = GuiderOptions(
+            schedule_from(text_cfg, image_cfg, text_cfg_start, text_cfg_end, image_cfg_start, image_cfg_end),
+            guidance_rescale,
+            region=region_options(region_mask, region_feather),
+        )
+        settings = KSamplerSettings(seed, steps, sampler_name, scheduler, denoise)
+        return io.NodeOutput(ksample("InstructKSampler", model, positive, negative, latent_image, settings, options)[0])
 
 
 class InstructGuider(InstructNode):
@@ -191,5 +210,24 @@ class InstructGuider(InstructNode):
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, text_cfg, image_cfg, **options) -> io.NodeOutput:
-        return io.NodeOutput(make_guider(model, positive, negative, text_cfg, image_cfg, "InstructGuider", **options))
+    def execute(
+        cls,
+        model,
+        positive: list,
+        negative: list,
+        text_cfg: float,
+        image_cfg: float,
+        guidance_rescale: float = 0.0,
+        text_cfg_start: float = 0.0,
+        text_cfg_end: float = 1.0,
+        image_cfg_start: float = 0.0,
+        image_cfg_end: float = 1.0,
+        region_mask: Optional[torch.Tensor] = None,
+        region_feather: int = 16,
+    ) -> io.NodeOutput:
+        options = GuiderOptions(
+            schedule_from(text_cfg, image_cfg, text_cfg_start, text_cfg_end, image_cfg_start, image_cfg_end),
+            guidance_rescale,
+            region=region_options(region_mask, region_feather),
+        )
+        return io.NodeOutput(build_guider(model, positive, negative, options, "InstructGuider"))

@@ -18,14 +18,16 @@ from typing import Mapping, Optional
 
 import torch
 
+from ..vocabulary import Branch
+
 #: Branch names, in the order the guider hands conds to ComfyUI's ``calc_cond_batch``. The order is
 #: core ``DualCFGGuider``'s ([negative, middle, positive]) so that identical settings give identical
 #: batches, and therefore identical images.
-UNCOND = "uncond"
-IMAGE_ONLY = "image_only"
-EVERYTHING = "everything"  # IP-Adapter-Instruct's fourth branch (instruction "everything")
-FULL = "full"
-BRANCHES: tuple[str, ...] = (UNCOND, IMAGE_ONLY, FULL)
+UNCOND = Branch.UNCOND
+IMAGE_ONLY = Branch.IMAGE_ONLY
+EVERYTHING = Branch.EVERYTHING  # IP-Adapter-Instruct's fourth branch (instruction "everything")
+FULL = Branch.FULL
+BRANCHES: tuple[Branch, ...] = (UNCOND, IMAGE_ONLY, FULL)
 
 
 @dataclass(frozen=True)

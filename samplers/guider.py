@@ -14,11 +14,13 @@ from typing import Any, Optional
 
 import torch
 
-import comfy.model_base
 import comfy.model_sampling
 import comfy.samplers
 
-from ..models.errors import InstructInputError
+from ..models.errors import InstructError, InstructInputError
+from ..models.model_kind import is_instruct_model
+from ..vocabulary import IMAGE_KEY, IP_GUIDANCE_ATTACHMENT, TOKEN_SETS_KEY, Branch, with_values
+from ..vocabulary import image_latent as _image_latent
 from .dual_cfg import (
     BRANCHES,
     EVERYTHING,
@@ -43,16 +45,9 @@ from .regions import (
 
 log = logging.getLogger(__name__)
 
-#: The key ComfyUI's IP2P models read the input image latent from.
-IMAGE_KEY = "concat_latent_image"
-
 #: ``self.conds`` keys of the branches (``UNCOND`` stays "negative", as ComfyUI expects).
 _COND_KEYS = {UNCOND: "negative", IMAGE_ONLY: "image_only", EVERYTHING: "everything", FULL: "positive"}
 
-#: Attachment an IPAdapter-Instruct apply node puts on the MODEL to ask for its 4-branch guidance.
-IP_GUIDANCE_ATTACHMENT = "instruct_ip_guidance"
-#: transformer_options key: the IPAdapter-Instruct token set each conds index must attend to.
-TOKEN_SETS_KEY = "instruct_ip_token_sets"
 FOUR_BRANCHES = (UNCOND, IMAGE_ONLY, EVERYTHING, FULL)
 
 #: Pre-CFG hooks (``sampler_pre_cfg_function``) that only read the guidance direction (cond − uncond),
@@ -69,32 +64,7 @@ def hook_node(fn: Any) -> str:
     return f"{qualname.split('.')[0]} ({module})"
 
 
-def is_instruct_model(model_patcher: Any) -> bool:
-    """True for models that concatenate an input-image latent (ComfyUI's IP2P model classes)."""
-    return isinstance(getattr(model_patcher, "model", None), comfy.model_base.IP2P)
-
-
-def _image_latent(conditioning: list) -> Optional[torch.Tensor]:
-    for _, extras in conditioning:
-        latent = extras.get(IMAGE_KEY)
-        if latent is not None:
-            return latent
-    return None
-
-
-def with_values(conditioning: list, set_values: dict, drop: tuple[str, ...] = ()) -> list:
-    """A copy of a CONDITIONING list with keys set/dropped (inputs are never mutated)."""
-    out = []
-    for tensor, extras in conditioning:
-        new = {k: v for k, v in extras.items() if k not in drop}
-        new.update(set_values)
-        out.append([tensor, new])
-    return out
-
-
-def build_branches(
-    model_patcher: Any, positive: list, negative: list, node: str = "InstructKSampler", four_branch: bool = False
-) -> dict[str, list]:
+def build_branches(model_patcher: Any, positive: list, negative: list, four_branch: bool = False) -> dict[str, list]:
     """The conditioning of each branch, derived from the user's positive and negative.
 
     full = positive (text + image); image-only = negative with the image latent; unconditional =
@@ -111,7 +81,7 @@ def build_branches(
     if not is_instruct_model(model_patcher):
         if positive_image is not None or negative_image is not None:
             raise InstructInputError(
-                f"{node}: the conditioning carries an input-image latent, but the model is not an "
+                "the conditioning carries an input-image latent, but the model is not an "
                 "8-channel instruct model, so it would silently ignore the image. Load the model with "
                 "'Instruct UNet Loader' (or remove 'Instruct Image Conditioning' for a plain text-to-image run)."
             )
@@ -121,19 +91,37 @@ def build_branches(
         return {FULL: positive, UNCOND: negative}
     if positive_image is None:
         raise InstructInputError(
-            f"{node}: the 'positive' conditioning has no input-image latent, so the instruct model would "
+            "the 'positive' conditioning has no input-image latent, so the instruct model would "
             "edit a blank image. Connect 'Instruct Image Conditioning' (or core "
             "'InstructPixToPixConditioning') between the text encoders and the sampler."
         )
     image_only = negative
     if negative_image is None:
-        log.info("%s: 'negative' has no image latent; using the positive's for the image-only branch", node)
+        log.info("'negative' has no image latent; using the positive's for the image-only branch")
         image_only = with_values(negative, {IMAGE_KEY: positive_image})
     return {
         FULL: positive,
         IMAGE_ONLY: with_values(image_only, {"prompt_type": "negative"}),
         UNCOND: with_values(negative, {"prompt_type": "negative"}, drop=(IMAGE_KEY,)),
     }
+
+
+@dataclass(frozen=True)
+class RegionOptions:
+    """Region-restricted editing: a MASK the size of the input image and its inward feather (pixels)."""
+
+    mask: torch.Tensor
+    feather: int = 16
+
+
+@dataclass(frozen=True)
+class GuiderOptions:
+    """Everything a node sets on the instruct guider, as one typed object (built from its widgets)."""
+
+    schedule: ScaleSchedule
+    guidance_rescale: float = 0.0
+    region: Optional[RegionOptions] = None
+    edit_mask: Optional[EditMaskOptions] = None
 
 
 @dataclass
@@ -168,7 +156,7 @@ class _RegionRun:
         return self.restricted
 
 
-def _check_image_batch(conds: dict[str, list], latent_batch: int, node: str) -> None:
+def _check_image_batch(conds: dict[str, list], latent_batch: int) -> None:
     """Explicit broadcast rule: an image batch of 1 goes with any latent batch, N only with N."""
     for branch in (FULL, IMAGE_ONLY):
         for cond in conds.get(_COND_KEYS[branch], []):  # ComfyUI's converted conds: one dict each
@@ -178,7 +166,7 @@ def _check_image_batch(conds: dict[str, list], latent_batch: int, node: str) -> 
             n = int(image.shape[0])
             if n != 1 and n != latent_batch:
                 raise InstructInputError(
-                    f"{node}: the input image batch has {n} images but the latent batch has {latent_batch}. "
+                    f"the input image batch has {n} images but the latent batch has {latent_batch}. "
                     "Use one image (it is applied to every latent), or as many images as latents: match the "
                     "'batch_size' of the latent, or feed the latent from 'Instruct Image Conditioning'."
                 )
@@ -193,12 +181,12 @@ def _rescale_alpha(model_sampling: Any, sigma: torch.Tensor) -> Any:
     return 1.0
 
 
-def _check_something_to_start_from(sigmas: torch.Tensor, latent_image: torch.Tensor, node: str) -> None:
+def _check_something_to_start_from(sigmas: torch.Tensor, latent_image: torch.Tensor) -> None:
     """No step to run returns the starting latent as it is; refuse that when it is empty (a flat grey image)."""
     if sigmas.shape[-1] >= 2 or bool(latent_image.any()):
         return
     raise InstructInputError(
-        f"{node}: no sampling step is left (denoise 0, or a sigma schedule with fewer than 2 values), so the output would "
+        "no sampling step is left (denoise 0, or a sigma schedule with fewer than 2 values), so the output would "
         "be the starting latent, and it is empty (all zero): there is nothing to start from. Raise 'denoise' above 0 "
         "(1.0 edits from pure noise), or start from the input image: set 'latent_output' of Instruct Image Conditioning "
         "to 'input image (for denoise < 1)'."
@@ -223,12 +211,14 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         self.instruct = is_instruct_model(model_patcher)
         self.ip_guidance = model_patcher.get_attachment(IP_GUIDANCE_ATTACHMENT)
         self.four_branch = bool(self.ip_guidance is not None and self.ip_guidance.four_branch and not self.instruct)
+        # The token set each branch attends to: on an instruct model the image-only branch is unconditional for
+        # the adapter (its image is the concatenated latent); in the 4-branch mode every branch has its own set.
         if self.instruct:
-            self.branches, token_sets = BRANCHES, ("uncond", "uncond", "full")
+            self.branches, token_sets = BRANCHES, (Branch.UNCOND, Branch.UNCOND, Branch.FULL)
         elif self.four_branch:
-            self.branches, token_sets = FOUR_BRANCHES, ("uncond", "img_only", "everything", "full")
+            self.branches, token_sets = FOUR_BRANCHES, FOUR_BRANCHES
         else:
-            self.branches, token_sets = (UNCOND, FULL), ("uncond", "full")
+            self.branches, token_sets = (UNCOND, FULL), (Branch.UNCOND, Branch.FULL)
         self.token_sets = token_sets
         self._warn_unused_scales()
         self.cfg = schedule.text_cfg  # what generic code reading ``guider.cfg`` should see
@@ -280,25 +270,25 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         sees the input image's noised latent, so the outside is reconstructed, not regenerated."""
         if mask is not None and not self.instruct:
             raise InstructInputError(
-                f"{self.node}: 'region_mask' needs an instruct model and the input image latent of 'Instruct Image "
+                "'region_mask' needs an instruct model and the input image latent of 'Instruct Image "
                 "Conditioning' (it is what the outside of the region is reconstructed from). Load the model with "
                 "'Instruct UNet Loader', or disconnect 'region_mask'."
             )
         if mask is not None:
-            require_painted(mask, "region_mask", self.node)
+            require_painted(mask, "region_mask")
         self.region_mask, self.region_feather = mask, int(feather)
 
     def track_edit_mask(self, options: EditMaskOptions) -> None:
         """Derive the edit mask from the full and image-only branches during sampling (no extra UNet call)."""
         if not self.instruct:
             raise InstructInputError(
-                f"{self.node}: the edit mask compares the instruction branch with the image-only branch of an instruct "
+                "the edit mask compares the instruction branch with the image-only branch of an instruct "
                 "model; this model is a plain one. Load an 8-channel instruct model with 'Instruct UNet Loader'."
             )
         self.edit_mask_options = options
 
     def set_conds(self, positive: list, negative: list) -> None:
-        branches = build_branches(self.model_patcher, positive, negative, node=self.node, four_branch=self.four_branch)
+        branches = build_branches(self.model_patcher, positive, negative, four_branch=self.four_branch)
         self.inner_set_conds({_COND_KEYS[name]: conds for name, conds in branches.items()})
 
     def _chain(self, timestep: torch.Tensor) -> Chain:
@@ -400,7 +390,20 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         model_options: dict = {},
         seed: Optional[int] = None,  # noqa: B006
     ) -> torch.Tensor:
-        """Region blend around the whole prediction (wrappers included), like ComfyUI's inpainting."""
+        """Region blend around the whole prediction (wrappers included), like ComfyUI's inpainting.
+
+        Why not core's own hook (a LATENT ``noise_mask`` → ``denoise_mask``, shaped per step by
+        ``model_options["denoise_mask_function"]``, applied in ``KSamplerX0Inpaint``): it cannot give
+        these results exactly. Core blends towards the *sampled* LATENT (``latent_image``: its noised
+        ``scale_latent_inpaint(σ, noise, latent_image)`` into x, ``latent_image`` into the output),
+        while region editing blends towards the *input image's* latent (``reference``, the processed
+        ``concat_latent_image``) whatever latent is sampled; the default is an empty latent at denoise
+        1.0, where core would pull the outside towards zeros. Handing core the reference as the sampled
+        latent instead changes the start (``noise_scaling(σ_max, noise, latent_image)`` adds it), so the
+        inside would differ too. The blend mask changes mid-run (edit-mask restriction),
+        which ``denoise_mask_function`` could express, but only with a ``denoise_mask`` present on every
+        step. The conditioner's ``mask`` input is core's path (noise mask on its LATENT output).
+        """
         run = self._run
         mask = run.blend_mask(float(timestep.reshape(-1)[0])) if run is not None else None
         if mask is None:
@@ -416,23 +419,21 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         if self.region_mask is None and self.edit_mask_options is None:
             return None
         if latent_shapes is not None and len(latent_shapes) > 1:
-            raise InstructInputError(f"{self.node}: region editing and the edit mask do not support nested (multi-part) latents.")
+            raise InstructInputError("region editing and the edit mask do not support nested (multi-part) latents.")
         reference = None
         fixed = None
         if self.region_mask is not None or self.edit_mask_options.restrict:
             image = next(c[IMAGE_KEY] for c in self.original_conds["positive"] if c.get(IMAGE_KEY) is not None)
             if tuple(image.shape[-2:]) != tuple(noise.shape[-2:]):
                 raise InstructInputError(
-                    f"{self.node}: the latent to sample is {noise.shape[-1] * 8}x{noise.shape[-2] * 8} but the input image is "
+                    f"the latent to sample is {noise.shape[-1] * 8}x{noise.shape[-2] * 8} but the input image is "
                     f"{image.shape[-1] * 8}x{image.shape[-2] * 8}; region editing reconstructs the outside from the input image, "
                     "so sample the latent output of 'Instruct Image Conditioning' (same size as the image)."
                 )
             reference = self.inner_model.process_latent_in(image.to(noise.device, torch.float32)).expand_as(noise).contiguous()
         if self.region_mask is not None:
-            fixed = region_in_latent(self.region_mask, tuple(noise.shape[-2:]), self.region_feather, "region_mask", self.node).to(
-                noise.device
-            )
-            require_painted(fixed, "region_mask", self.node, cropped=True)
+            fixed = region_in_latent(self.region_mask, tuple(noise.shape[-2:]), self.region_feather, "region_mask").to(noise.device)
+            require_painted(fixed, "region_mask", cropped=True)
         run = _RegionRun(noise=noise.float(), reference=reference, fixed=fixed)
         if self.edit_mask_options is not None:
             steps = int(sigmas.shape[-1]) - 1
@@ -462,10 +463,24 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         disable_pbar: bool = False,
         seed: Optional[int] = None,
     ) -> torch.Tensor:
-        _check_image_batch(self.original_conds, int(noise.shape[0]), self.node)
-        _check_something_to_start_from(sigmas, latent_image, self.node)
-        if self.region_mask is not None:
-            masks = self.region_mask.reshape((-1,) + tuple(self.region_mask.shape[-2:])).shape[0]
-            check_batch(int(masks), int(noise.shape[0]), "region_mask", self.node)
-        self.edit_mask = None
-        return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+        try:
+            _check_image_batch(self.original_conds, int(noise.shape[0]))
+            _check_something_to_start_from(sigmas, latent_image)
+            if self.region_mask is not None:
+                masks = self.region_mask.reshape((-1,) + tuple(self.region_mask.shape[-2:])).shape[0]
+                check_batch(int(masks), int(noise.shape[0]), "region_mask")
+            self.edit_mask = None
+            return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+        except InstructError as err:  # core's sampler nodes run this guider outside the node that made it
+            raise err.at_node(self.node)
+
+
+def build_guider(model_patcher: Any, positive: list, negative: list, options: GuiderOptions, node: str) -> InstructDualCFGGuider:
+    """The guider a node hands to sampling, set up from its typed options; ``node`` names it in logs and errors."""
+    guider = InstructDualCFGGuider(model_patcher, options.schedule, options.guidance_rescale, node=node)
+    guider.set_conds(positive, negative)
+    if options.region is not None:
+        guider.set_region(options.region.mask, options.region.feather)
+    if options.edit_mask is not None:
+        guider.track_edit_mask(options.edit_mask)
+    return guider

@@ -8,8 +8,9 @@ Three jobs, shared by the sampler (latent space) and the pixel composite:
   parameterisation), averaged over the early steps, blurred, scaled to a maximum of 1, thresholded.
 * **Region masks in latent space**: a latent cell is outside the region only when all of its 8×8
   pixels are outside (max-pooling), so the edit area never shrinks and "outside" means outside.
-* **Inward feather**: the ramp lies inside the mask (0 at its edge, 1 at ``width`` inside), so the
-  outside stays exactly 0 — the guarantee the sampler and the composite give.
+* **Inward feather** (``models/masks.py``, shared with the pixel composite): the ramp lies inside the
+  mask (0 at its edge, 1 at ``width`` inside), so the outside stays exactly 0 — the guarantee the
+  sampler and the composite give.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from ..models.errors import InstructInputError
 from ..models.image_latent import SizeMode, fit_image, target_size
+from ..models.masks import batch_mask, feather_inward
 
 LATENT_FACTOR = 8  # VAE downscale of the SD1.5 / SDXL families
 
@@ -42,18 +44,7 @@ class EditMaskOptions:
         return min(total_steps, max(1, round(self.steps * total_steps)))
 
 
-def batch_mask(mask: torch.Tensor, what: str, node: str) -> torch.Tensor:
-    """A ComfyUI MASK ([H,W] or [B,H,W], values 0..1) as float [B,H,W]."""
-    if mask.ndim == 2:
-        mask = mask.unsqueeze(0)
-    if mask.ndim == 4 and mask.shape[1] == 1:
-        mask = mask[:, 0]
-    if mask.ndim != 3:
-        raise InstructInputError(f"{node}: '{what}' must be a MASK [H,W] or [B,H,W]; got shape {tuple(mask.shape)}.")
-    return mask.float().clamp(0.0, 1.0)
-
-
-def require_painted(mask: torch.Tensor, what: str, node: str, cropped: bool = False) -> None:
+def require_painted(mask: torch.Tensor, what: str, cropped: bool = False) -> None:
     """Refuse a region with nothing in it: sampling would return the input unedited and say nothing.
 
     ``mask`` is a MASK ([H,W] / [B,H,W]) or latent blend weights [B,1,h,w]; ``cropped`` says it was
@@ -69,7 +60,7 @@ def require_painted(mask: torch.Tensor, what: str, node: str, cropped: bool = Fa
     else:
         why = "is empty (all zero)"
     raise InstructInputError(
-        f"{node}: {which} {why}, so nothing would be edited and the input would come back unchanged. Paint the region "
+        f"{which} {why}, so nothing would be edited and the input would come back unchanged. Paint the region "
         "to edit: right-click Load Image → 'Open in MaskEditor', paint over the area, Save, and connect Load Image's MASK "
         f"output to '{what}' (headless: make the region transparent in the PNG). To edit the whole image, disconnect '{what}'."
     )
@@ -79,29 +70,29 @@ def _bilinear(nchw: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return F.interpolate(nchw, size=(height, width), mode="bilinear", align_corners=False)
 
 
-def fit_to_image(mask: torch.Tensor, image_hw: tuple[int, int], what: str, node: str) -> torch.Tensor:
+def fit_to_image(mask: torch.Tensor, image_hw: tuple[int, int], what: str) -> torch.Tensor:
     """Bring a MASK to the size of the image being edited (``image_hw``, multiples of 8).
 
     Accepted: the same size; the size of the input image before Instruct Image Conditioning made
     it a multiple of 8 (its size rules: centre crop, its default, then resize). Anything else is a
     wiring mistake.
     """
-    mask = batch_mask(mask, what, node)
+    mask = batch_mask(mask, what)
     height, width = mask.shape[-2:]
     for mode in (SizeMode.CROP, SizeMode.RESIZE):
-        if target_size(height, width, mode, node) == tuple(image_hw):
-            return fit_image(mask[..., None], mode, node, _bilinear)[..., 0]
+        if target_size(height, width, mode) == tuple(image_hw):
+            return fit_image(mask[..., None], mode, _bilinear)[..., 0]
     h, w = image_hw
     raise InstructInputError(
-        f"{node}: '{what}' is {width}x{height} but the image being edited is {w}x{h}. Draw the mask on the input "
+        f"'{what}' is {width}x{height} but the image being edited is {w}x{h}. Draw the mask on the input "
         "image itself (Load Image → mask editor) or bring it to the image's size with an upscale/crop node."
     )
 
 
-def check_batch(mask_batch: int, latent_batch: int, what: str, node: str) -> None:
+def check_batch(mask_batch: int, latent_batch: int, what: str) -> None:
     if mask_batch not in (1, latent_batch):
         raise InstructInputError(
-            f"{node}: '{what}' has a batch of {mask_batch} masks but {latent_batch} images are edited; "
+            f"'{what}' has a batch of {mask_batch} masks but {latent_batch} images are edited; "
             "use one mask (shared by every image) or one per image."
         )
 
@@ -114,25 +105,6 @@ def to_latent(mask_px: torch.Tensor) -> torch.Tensor:
 def to_pixels(mask_latent: torch.Tensor) -> torch.Tensor:
     """[B,1,h,w] latent mask → MASK [B,8h,8w] (each cell becomes its 8×8 block; exact inverse of ``to_latent``)."""
     return mask_latent[:, 0].repeat_interleave(LATENT_FACTOR, dim=-2).repeat_interleave(LATENT_FACTOR, dim=-1)
-
-
-def erode(mask: torch.Tensor) -> torch.Tensor:
-    """One 3×3 grey-scale erosion of [B,1,H,W]; the image border is not treated as outside."""
-    return -F.max_pool2d(-F.pad(mask, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-
-
-def feather_inward(mask: torch.Tensor, width: int) -> torch.Tensor:
-    """Ramp from the mask's edge inwards: 1/(width+1) on its first cell, 1 at depth width+1.
-
-    Where the mask is 0 the result is exactly 0, so feathering never leaks the edit outside.
-    """
-    if width <= 0:
-        return mask
-    total, level = mask.clone(), mask
-    for _ in range(width):
-        level = erode(level)
-        total += level
-    return total / (width + 1)
 
 
 def latent_feather(pixels: int) -> int:
@@ -152,10 +124,10 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), kernel.reshape(1, 1, -1, 1))
 
 
-def region_in_latent(mask: torch.Tensor, latent_hw: tuple[int, int], feather_px: int, what: str, node: str) -> torch.Tensor:
+def region_in_latent(mask: torch.Tensor, latent_hw: tuple[int, int], feather_px: int, what: str) -> torch.Tensor:
     """A user MASK as the sampler's blend weight [B,1,h,w]: fitted, max-pooled, feathered inwards."""
     h, w = latent_hw
-    fitted = fit_to_image(mask, (h * LATENT_FACTOR, w * LATENT_FACTOR), what, node)
+    fitted = fit_to_image(mask, (h * LATENT_FACTOR, w * LATENT_FACTOR), what)
     return feather_inward(to_latent(fitted), latent_feather(feather_px))
 
 

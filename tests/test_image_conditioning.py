@@ -20,57 +20,57 @@ def nearest_resize(nchw, width, height):
 
 def test_crop_keeps_the_centre_like_core():
     img = torch.arange(70 * 61).float().reshape(1, 70, 61, 1).expand(1, 70, 61, 3)
-    out = image_latent.fit_image(img, image_latent.SizeMode.CROP, "T", nearest_resize)
+    out = image_latent.fit_image(img, image_latent.SizeMode.CROP, nearest_resize)
     assert tuple(out.shape) == (1, 64, 56, 3)
     torch.testing.assert_close(out, img[:, 3:67, 2:58, :])
 
 
 def test_resize_goes_to_the_nearest_multiple_of_8():
     img = torch.rand(2, 70, 61, 3)
-    out = image_latent.fit_image(img, image_latent.SizeMode.RESIZE, "T", nearest_resize)
+    out = image_latent.fit_image(img, image_latent.SizeMode.RESIZE, nearest_resize)
     assert tuple(out.shape) == (2, 72, 64, 3)
     assert out.min() >= 0 and out.max() <= 1
 
 
 def test_sizes_already_multiple_of_8_are_untouched():
     img = torch.rand(1, 64, 48, 3)
-    assert image_latent.fit_image(img, image_latent.SizeMode.CROP, "T", nearest_resize) is img
+    assert image_latent.fit_image(img, image_latent.SizeMode.CROP, nearest_resize) is img
 
 
 def test_tiny_images_are_refused():
     with pytest.raises(errors.InstructInputError, match="at least 8x8"):
-        image_latent.fit_image(torch.rand(1, 5, 40, 3), image_latent.SizeMode.CROP, "T", nearest_resize)
+        image_latent.fit_image(torch.rand(1, 5, 40, 3), image_latent.SizeMode.CROP, nearest_resize)
 
 
 def test_grey_and_rgba_become_rgb():
     grey = torch.rand(1, 8, 8, 1)
-    rgb = image_latent.to_rgb(grey, "T")
+    rgb = image_latent.to_rgb(grey)
     assert rgb.shape[-1] == 3 and torch.equal(rgb[..., 0], rgb[..., 2])
     rgba = torch.rand(1, 8, 8, 4)
-    assert torch.equal(image_latent.to_rgb(rgba, "T"), rgba[..., :3])
+    assert torch.equal(image_latent.to_rgb(rgba), rgba[..., :3])
     with pytest.raises(errors.InstructInputError, match="2 channels"):
-        image_latent.to_rgb(torch.rand(1, 8, 8, 2), "T")
+        image_latent.to_rgb(torch.rand(1, 8, 8, 2))
 
 
 def test_mask_must_match_the_image_and_follows_its_crop():
     mask = torch.zeros(70, 61)
     mask[3:67, 2:58] = 1.0
-    fitted = image_latent.fit_mask(mask, (70, 61), image_latent.SizeMode.CROP, "T", nearest_resize)
+    fitted = image_latent.fit_mask(mask, (70, 61), image_latent.SizeMode.CROP, nearest_resize)
     assert tuple(fitted.shape) == (1, 64, 56) and bool((fitted == 1).all())
     with pytest.raises(errors.InstructInputError, match="mask is 32x32 but the image is 61x70"):
-        image_latent.fit_mask(torch.zeros(32, 32), (70, 61), image_latent.SizeMode.CROP, "T", nearest_resize)
+        image_latent.fit_mask(torch.zeros(32, 32), (70, 61), image_latent.SizeMode.CROP, nearest_resize)
 
 
 def test_batch_rule_one_or_same():
-    image_latent.check_batches(4, 1, "mask", "T")
-    image_latent.check_batches(4, 4, "mask", "T")
+    image_latent.check_batches(4, 1, "mask")
+    image_latent.check_batches(4, 4, "mask")
     with pytest.raises(errors.InstructInputError, match="mask has a batch of 3 but the image batch is 4"):
-        image_latent.check_batches(4, 3, "mask", "T")
+        image_latent.check_batches(4, 3, "mask")
 
 
 def test_non_sd_latents_are_refused():
     with pytest.raises(errors.InstructInputError, match="4-channel SD/SDXL latent.*16 channels"):
-        image_latent.check_latent_channels(torch.zeros(1, 16, 8, 8), "T", "VAE output")
+        image_latent.check_latent_channels(torch.zeros(1, 16, 8, 8), "VAE output")
 
 
 # ---- the node on a real ComfyUI ---------------------------------------------------------------

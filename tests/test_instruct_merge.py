@@ -215,11 +215,11 @@ def test_sdxl_plan_patches_every_weight_and_narrows_only_the_first_convolution(c
     instruct, plain = _meta_shapes(8, **SDXL_UNET), _meta_shapes(4, **SDXL_UNET)
     as_meta = {k[len("diffusion_model.") :]: torch.empty(s, device="meta") for k, s in instruct.items()}
     assert type(detection.model_config_from_unet(as_meta, "")).__name__ == "SDXL_instructpix2pix"
-    plan = merge_mod.plan_merge(instruct, plain, plain, "InstructMerge")
+    plan = merge_mod.plan_merge(instruct, plain, plain)
     assert set(plan.keys) == set(plain) and len(plan.keys) > 1600
     assert dict(plan.narrowed) == {merge_mod.FIRST_CONV: (1, 0, 4)}
     other = _meta_shapes(4, **{**SDXL_UNET, "context_dim": 768, "adm_in_channels": None, "num_classes": None})
     with pytest.raises(comfy.pack("models.errors").InstructInputError, match="the fine-tune does not fit the instruct model"):
-        merge_mod.plan_merge(instruct, other, other, "InstructMerge")
+        merge_mod.plan_merge(instruct, other, other)
     with pytest.raises(comfy.pack("models.errors").InstructInputError, match="'base' must be the model 'custom' was fine-tuned from"):
-        merge_mod.plan_merge(instruct, plain, other, "InstructMerge")
+        merge_mod.plan_merge(instruct, plain, other)

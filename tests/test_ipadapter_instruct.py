@@ -323,7 +323,7 @@ def test_four_branch_mode_against_its_formula_with_reference_routing(comfy, env)
     expected = u + 1.5 * (i - u) + 5.0 * (e - i) + 4.0 * (c - e)
     torch.testing.assert_close(capture["combined"], expected, rtol=1e-4, atol=1e-4)
     # one batch of four chunks (ComfyUI may order them its own way), each with the reference's token set
-    assert any(sorted(c) == sorted(("uncond", "img_only", "everything", "full")) for c in spy.calls)
+    assert any(sorted(c) == sorted(("uncond", "image_only", "everything", "full")) for c in spy.calls)
     assert not torch.allclose(e, i, atol=1e-4) and not torch.allclose(i, u, atol=1e-4)
 
 
@@ -408,7 +408,7 @@ def test_several_images_concatenate_their_tokens_and_batched_cond_uncond_match_d
     assert tuple(tokens["full"].shape) == (1, 16 * count, 768) and tuple(tokens["uncond"].shape) == (1, 16, 768)
     for k in range(count):
         alone = env.apply_mod.project_token_sets(env.adapter, env.clip, env.vision, pics[k : k + 1], "use the object", "a cat", "blurry")
-        for name in ("full", "img_only", "everything"):
+        for name in ("full", "image_only", "everything"):
             torch.testing.assert_close(tokens[name][:, 16 * k : 16 * (k + 1)], alone[name], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(tokens["uncond"], alone["uncond"])
     guidance = env.apply_mod.IPGuidance(four_branch=False, instruct_cfg=6.0, image_cfg=1.0)

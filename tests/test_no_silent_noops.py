@@ -217,9 +217,9 @@ def test_every_node_of_the_pack_checks_its_float_inputs(comfy):
 def test_finite_floats_pass_unchanged(comfy):
     base = comfy.pack("nodes.base")
     specs = base.float_inputs(comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"].GET_SCHEMA())
-    base.check_finite_floats("InstructKSampler", specs, {"text_cfg": 7.5, "image_cfg": 0, "denoise": 1e30})
+    base.check_finite_floats(specs, {"text_cfg": 7.5, "image_cfg": 0, "denoise": 1e30})
     with pytest.raises(comfy.pack("models.errors").InstructInputError, match="'image_cfg' is nan"):
-        base.check_finite_floats("InstructKSampler", specs, {"image_cfg": math.nan})
+        base.check_finite_floats(specs, {"image_cfg": math.nan})
 
 
 # ---- denoise 0 on an empty latent ---------------------------------------------------------------------

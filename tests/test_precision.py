@@ -483,7 +483,7 @@ def test_composite_blends_a_half_edit_in_fp32_and_keeps_the_original_bits_outsid
     mask[:, 4:20, 6:18] = 1.0
 
     def composite(e, o):
-        return image_latent.composite_into_original(e, o, mask, 3, image_latent.SizeMode.CROP, "test", None)
+        return image_latent.composite_into_original(e, o, mask, 3, image_latent.SizeMode.CROP, None)
 
     got = composite(edited.to(DTYPE[mode]), original)
     expected = composite(edited.to(DTYPE[mode]).float(), original)  # the same half edit, blended in fp32

@@ -13,8 +13,6 @@ regions = pure("samplers.regions")
 image_latent = pure("models.image_latent")
 errors = pure("models.errors")
 
-NODE = "TestNode"
-
 
 def square(h: int, w: int, top: int, left: int, size: int) -> torch.Tensor:
     m = torch.zeros(1, 1, h, w)
@@ -56,22 +54,23 @@ def test_a_latent_cell_is_outside_only_when_all_its_pixels_are():
 )
 def test_region_mask_sizes_the_conditioner_produces_are_accepted(size, expected):
     mask = torch.ones(size)
-    assert regions.fit_to_image(mask, expected, "region_mask", NODE).shape == (1, *expected)
+    assert regions.fit_to_image(mask, expected, "region_mask").shape == (1, *expected)
 
 
 def test_region_mask_of_another_size_is_refused_with_both_sizes():
     with pytest.raises(errors.InstructInputError) as err:
-        regions.region_in_latent(torch.ones(1, 128, 128), (8, 8), 0, "region_mask", NODE)
+        regions.region_in_latent(torch.ones(1, 128, 128), (8, 8), 0, "region_mask")
     message = str(err.value)
-    assert "TestNode: 'region_mask' is 128x128 but the image being edited is 64x64" in message
+    assert message.startswith("'region_mask' is 128x128 but the image being edited is 64x64")  # the node layer names the node
+    assert str(err.value.at_node("TestNode")).startswith("TestNode: 'region_mask' is 128x128")
     assert "mask editor" in message
 
 
 def test_region_mask_batch_must_be_one_or_the_latent_batch():
-    regions.check_batch(1, 3, "region_mask", NODE)
-    regions.check_batch(3, 3, "region_mask", NODE)
+    regions.check_batch(1, 3, "region_mask")
+    regions.check_batch(3, 3, "region_mask")
     with pytest.raises(errors.InstructInputError, match="'region_mask' has a batch of 2 masks but 3 images"):
-        regions.check_batch(2, 3, "region_mask", NODE)
+        regions.check_batch(2, 3, "region_mask")
 
 
 def test_edit_mask_finds_where_the_branches_differ():
@@ -124,7 +123,7 @@ def test_edit_mask_window_is_at_least_one_step():
 
 
 def composite(edited, original, mask, feather=0, mode="crop to multiple of 8"):
-    return image_latent.composite_into_original(edited, original, mask, feather, image_latent.SizeMode(mode), NODE, torch_resize)
+    return image_latent.composite_into_original(edited, original, mask, feather, image_latent.SizeMode(mode), torch_resize)
 
 
 def test_composite_is_the_original_exactly_outside_the_mask():

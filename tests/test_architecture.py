@@ -1,0 +1,235 @@
+"""The pack's imports run one way: nodes → samplers → models → vocabulary (→ ComfyUI, torch).
+
+Every .py of the pack is parsed with ``ast`` (nothing is imported or executed); the imports of the
+pack's own modules, relative and absolute, form a graph that must have no cycle, no upward edge
+and no import hidden inside a function. The checker itself is tested on planted sources, so a
+checker that can no longer fail fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACK_DIR = Path(__file__).resolve().parents[1]
+
+#: Lower layers never import higher ones. The package's own ``__init__`` is ComfyUI's entry point.
+LAYERS = {"vocabulary": 0, "models": 1, "samplers": 2, "nodes": 3, "": 4}
+#: Folders of tooling: they may import the pack; the pack never imports them.
+TOOLING = ("tests", "scripts", "benchmarks")
+#: The one lazy import the pack keeps on purpose: ComfyUI calls ``comfy_entrypoint``, and importing
+#: ``nodes`` (which imports ComfyUI) only there lets tests and tools import the package without ComfyUI.
+ALLOWED_LAZY = {("", "comfy_entrypoint", "nodes")}
+
+
+def module_name(relative: Path) -> str:
+    parts = list(relative.with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def pack_sources(root: Path = PACK_DIR) -> dict[str, tuple[str, bool]]:
+    """module name → (source, is_package) for every .py of the pack (hidden folders skipped)."""
+    out = {}
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") or part in ("__pycache__", "node_modules") for part in relative.parts):
+            continue
+        out[module_name(relative)] = (path.read_text(encoding="utf-8"), path.name == "__init__.py")
+    return out
+
+
+def layer_of(module: str) -> str:
+    return module.split(".")[0]
+
+
+def _enclosing_functions(tree: ast.AST) -> dict[int, str]:
+    """id(import node) → name of the innermost function around it (absent at module/class level)."""
+    found: dict[int, str] = {}
+
+    def visit(node: ast.AST, function: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
+            if isinstance(child, (ast.Import, ast.ImportFrom)) and function is not None:
+                found[id(child)] = function
+            visit(child, inner)
+
+    visit(tree, None)
+    return found
+
+
+def pack_imports(modules: dict[str, tuple[str, bool]]) -> list[tuple[str, str, str | None, int]]:
+    """(importer, imported pack module, enclosing function or None, line) for every import of the pack's own modules."""
+    tops = {m.split(".")[0] for m in modules if m}
+    edges = []
+    for name, (source, is_package) in modules.items():
+        tree = ast.parse(source, filename=name or "__init__")
+        functions = _enclosing_functions(tree)
+        package = name.split(".") if is_package else name.split(".")[:-1]
+        package = [p for p in package if p]
+        for node in ast.walk(tree):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names if alias.name.split(".")[0] in tops]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    keep = len(package) - (node.level - 1)
+                    assert keep >= 0, f"{name}: relative import beyond the pack (line {node.lineno})"
+                    base = package[:keep] + (node.module.split(".") if node.module else [])
+                elif node.module and node.module.split(".")[0] in tops:
+                    base = node.module.split(".")
+                else:
+                    continue
+                prefix = ".".join(base)
+                for alias in node.names:  # ``from . import vocabulary`` imports a module, not a name
+                    sub = f"{prefix}.{alias.name}" if prefix else alias.name
+                    targets.append(sub if sub in modules else prefix)
+            for target in targets:
+                resolved = target
+                while resolved and resolved not in modules:  # ``import models.errors.X``-style: the module part
+                    resolved = resolved.rpartition(".")[0]
+                edges.append((name, resolved, functions.get(id(node)), node.lineno))
+    return edges
+
+
+def violations(modules: dict[str, tuple[str, bool]]) -> list[str]:
+    """Every upward import, import of tooling, lazy import and cycle, in words."""
+    problems = []
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for importer, imported, function, line in sorted(set(pack_imports(modules)), key=str):
+        where = f"{importer or '__init__'}:{line}"
+        graph[importer].add(imported)
+        low, high = layer_of(importer), layer_of(imported)
+        if low in TOOLING:
+            continue
+        if high in TOOLING:
+            problems.append(f"{where} imports tooling module {imported}")
+        elif low in LAYERS and high in LAYERS and LAYERS[high] > LAYERS[low]:
+            problems.append(f"{where} imports {imported}: {high or 'the package root'} is above {low}")
+        if function is not None and (importer, function, imported) not in ALLOWED_LAZY:
+            problems.append(f"{where} imports {imported} lazily inside {function}(): import it at module level")
+    problems += [f"import cycle: {' → '.join(cycle)}" for cycle in _cycles(graph)]
+    return problems
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per back edge found by a depth-first search (self-imports included)."""
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+    found = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                found.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+# ---- the pack -----------------------------------------------------------------------------------
+
+
+def test_the_pack_imports_run_one_way():
+    modules = pack_sources()
+    assert {"vocabulary", "models.errors", "samplers.guider", "nodes.base"} <= set(modules)  # the tree was found
+    assert len(pack_imports(modules)) > 20  # and its imports were read
+    assert violations(modules) == []
+
+
+def test_the_vocabulary_imports_nothing_of_the_pack_and_no_comfyui():
+    tree = ast.parse((PACK_DIR / "vocabulary.py").read_text(encoding="utf-8"))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "." for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) if n.level == 0}
+    assert all(n.level == 0 for n in ast.walk(tree) if isinstance(n, ast.ImportFrom))
+    assert imported <= {"__future__", "enum", "dataclasses", "typing"}
+
+
+# ---- the checker can fail -----------------------------------------------------------------------
+
+
+def _planted(extra: dict[str, str]) -> dict[str, tuple[str, bool]]:
+    modules = pack_sources()
+    for name, source in extra.items():
+        modules[name] = (modules.get(name, ("", False))[0] + "\n" + source, modules.get(name, ("", False))[1])
+    return modules
+
+
+@pytest.mark.parametrize(
+    "module, source, expected",
+    [
+        ("models.errors", "from ..samplers import guider\n", "models.errors:"),  # relative, upward
+        ("models.errors", "from ..samplers.regions import to_latent\n", "is above models"),
+        ("samplers.dual_cfg", "from ..nodes.base import InstructNode\n", "is above samplers"),
+        ("vocabulary", "from .models import errors\n", "is above vocabulary"),
+        ("models.masks", "import nodes.base\n", "is above models"),  # absolute
+        ("models.masks", "from samplers.guider import IMAGE_KEY\n", "is above models"),
+        ("models.masks", "def late():\n    from .errors import InstructError\n", "lazily inside late()"),
+        ("samplers.regions", "class A:\n    def f(self):\n        from ..models import folders\n", "lazily inside f()"),
+        ("nodes.base", "from ..tests import conftest\n", "imports tooling"),
+    ],
+)
+def test_a_planted_violation_is_found(module, source, expected):
+    found = violations(_planted({module: source}))
+    assert any(expected in p for p in found), found
+
+
+def test_a_planted_cycle_is_found():
+    found = violations(_planted({"models.masks": "from .image_latent import SizeMode\n"}))  # image_latent imports masks
+    assert any(p.startswith("import cycle:") and "models.masks" in p and "models.image_latent" in p for p in found), found
+
+
+# ---- the node boundary (ComfyUI-backed) ---------------------------------------------------------
+
+
+def test_every_node_takes_its_widgets_by_name(comfy):
+    """execute names every input of its schema (no ``**kwargs``): a renamed widget fails here, not at run time."""
+    import inspect
+
+    for node_id in comfy.pack_node_ids:
+        cls = comfy.nodes.NODE_CLASS_MAPPINGS[node_id]
+        params = inspect.signature(cls.execute).parameters
+        kinds = {p.kind for p in params.values()}
+        assert not kinds & {inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL}, f"{node_id}.execute takes */**"
+        inputs = cls.GET_SCHEMA().inputs
+        assert set(params) == {i.id for i in inputs}, f"{node_id}: execute's parameters differ from its inputs"
+        for spec in inputs:
+            if spec.optional:
+                assert params[spec.id].default is not inspect.Parameter.empty, f"{node_id}: optional '{spec.id}' has no default"
+
+
+def test_the_node_layer_names_the_node_once(comfy):
+    from comfy_api.latest import io
+
+    base, errors = comfy.pack("nodes.base"), comfy.pack("models.errors")
+
+    class Probe(base.InstructNode):
+        @classmethod
+        def define_schema(cls) -> io.Schema:
+            return io.Schema(node_id="ArchitectureProbe", inputs=[io.Float.Input("x")], outputs=[])
+
+        @classmethod
+        def execute(cls, x: float) -> io.NodeOutput:
+            if x > 0:
+                raise errors.InstructInputError("'x' is too large; set it to 0 or less.")
+            raise errors.InstructInputError("the adapter came first.", node="IPAdapter-Instruct")
+
+    with pytest.raises(errors.InstructInputError) as err:
+        Probe.execute(x=1.0)
+    assert str(err.value) == "ArchitectureProbe: 'x' is too large; set it to 0 or less." and err.value.node == "ArchitectureProbe"
+    with pytest.raises(errors.InstructInputError) as err:  # an error that already names its source keeps it
+        Probe.execute(x=-1.0)
+    assert str(err.value) == "IPAdapter-Instruct: the adapter came first."
+    with pytest.raises(errors.InstructInputError, match=r"^ArchitectureProbe: 'x' is nan, not a finite number"):
+        Probe.execute(x=float("nan"))
