@@ -13,15 +13,11 @@ import importlib
 import importlib.util
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
-TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
-
-import instruct_harness  # noqa: E402
+import instruct_harness
+from instruct_tiny_models import cache_dir
 
 PACK_ALIAS = "comfyui_instruct_pure"
 COMFY_ROOT, COMFY_HOW = instruct_harness.find_comfyui()
@@ -40,13 +36,6 @@ def pure(name: str):
         sys.modules[PACK_ALIAS] = module
         spec.loader.exec_module(module)
     return importlib.import_module(f"{PACK_ALIAS}.{name}")
-
-
-def cache_dir() -> Path:
-    from instruct_tiny_models import FACTORY_VERSION
-
-    base = os.environ.get("INSTRUCT_TEST_CACHE") or Path.home() / ".cache" / "comfyui-instruct-tests"
-    return Path(base) / f"v{FACTORY_VERSION}"
 
 
 @pytest.fixture(scope="session")

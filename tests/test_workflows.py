@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from instruct_harness import PACK_DIR
 
-sys.path.insert(0, str(PACK_DIR / "scripts"))
-import workflow_format as wf  # noqa: E402
+import workflow_format as wf
 
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 NAMES = [p.stem for p in WORKFLOWS]

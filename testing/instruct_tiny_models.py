@@ -23,6 +23,13 @@ import torch
 FACTORY_VERSION = 1
 SEED = 20260107
 
+
+def cache_dir() -> Path:
+    """Where the generated files live: ``$INSTRUCT_TEST_CACHE`` or ``~/.cache/comfyui-instruct-tests``, per factory version."""
+    base = os.environ.get("INSTRUCT_TEST_CACHE") or Path.home() / ".cache" / "comfyui-instruct-tests"
+    return Path(base) / f"v{FACTORY_VERSION}"
+
+
 #: ldm config of the tiny SD1.5-class instruct UNet (what ComfyUI's detection reads back).
 TINY_UNET = dict(
     image_size=32,
