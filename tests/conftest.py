@@ -106,6 +106,24 @@ def _return_freed_memory():
             pass
 
 
+@pytest.fixture(autouse=True)
+def _memory_log(request):
+    """With ``INSTRUCT_TEST_MEMLOG=FILE``: one line per test (resident MiB after it, the process's peak so
+    far, seconds), to find the tests that set the suite's peak (README, Tests)."""
+    path = os.environ.get("INSTRUCT_TEST_MEMLOG")
+    if not path:
+        yield
+        return
+    import resource
+    import time
+
+    start = time.perf_counter()
+    yield
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open(path, "a") as f:
+        f.write(f"{_resident_bytes() / 2**20:8.0f} {peak_mib:8.0f} {time.perf_counter() - start:7.1f} {request.node.nodeid}\n")
+
+
 @pytest.fixture
 def log_capture():
     import logging
