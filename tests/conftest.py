@@ -56,7 +56,7 @@ def tiny(comfy):
 
 @pytest.fixture(scope="session")
 def full(comfy):
-    """Full-size SD1.5 checkpoint/ControlNet (random) and IP-Adapter-Instruct files: about 3 GB, made once."""
+    """Full-size SD1.5 checkpoints/ControlNet (random) and IP-Adapter-Instruct files: about 5.5 GB, made once."""
     import instruct_tiny_models
 
     return instruct_tiny_models.build_full(comfy.models_dir, comfy.pack("models.ipadapter_instruct"))
