@@ -28,6 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pack_paths  # noqa: F401  (puts scripts/ and testing/ on sys.path)
+
 PACK_DIR = Path(__file__).resolve().parents[1]
 RUNNER = PACK_DIR / "scripts" / "run_workflow.py"
 WORKFLOW = PACK_DIR / "workflows" / "api" / "instruct_edit_sd15.json"
@@ -118,13 +120,13 @@ def main() -> None:
     ap.add_argument("--models-dir", type=Path, help="folder holding checkpoints/ (default: the test suite's tiny-model cache)")
     ap.add_argument("--modes", default="single,inprocess,pool,ray", help="comma-separated subset to run")
     opts = ap.parse_args()
-    sys.path.insert(0, str(PACK_DIR / "scripts"))
     from comfy_inprocess import find_comfyui
+    from instruct_tiny_models import cache_dir
 
     comfy, how = find_comfyui()
     if comfy is None:
         sys.exit(how)
-    models = opts.models_dir or Path(os.environ.get("INSTRUCT_TEST_CACHE") or Path.home() / ".cache" / "comfyui-instruct-tests") / "v1"
+    models = opts.models_dir or cache_dir()
     if not (models / opts.model).is_file():
         sys.exit(f"{models / opts.model} not found: run the test suite once (it makes the tiny models) or pass --models-dir/--model")
     env = {**os.environ, "COMFYUI_PATH": str(comfy)}

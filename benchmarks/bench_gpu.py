@@ -26,11 +26,9 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-import instruct_harness  # noqa: E402
-from bench_common import best_of, sync  # noqa: E402
+import pack_paths  # noqa: F401  (puts scripts/ and testing/ on sys.path)
+import instruct_harness
+from bench_common import best_of, sync
 
 
 def peak_mib(device: str) -> float:

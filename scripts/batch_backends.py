@@ -22,20 +22,18 @@ from __future__ import annotations
 import collections
 import os
 import queue
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+from batch_manifest import Job, fill_tokens
+from batch_results import Outcome
+from runner_common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_UNREACHABLE, RunError
 
-from batch_manifest import Job, fill_tokens  # noqa: E402
-from batch_results import Outcome  # noqa: E402
-from runner_common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_UNREACHABLE, RunError  # noqa: E402
+#: Put on a Ray worker's PYTHONPATH so it imports these modules as the driver does.
+HERE = Path(__file__).resolve().parent
 
 OnOutcome = Callable[[Outcome], None]
 

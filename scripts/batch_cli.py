@@ -28,15 +28,12 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
-from batch_manifest import ManifestError, build_jobs, load_manifest  # noqa: E402
-from batch_results import Outcome, ResultsLog, RowProgress, record_for  # noqa: E402
-from output_files import write_outputs  # noqa: E402
-from runner_common import EXIT_EXECUTION, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, RunError, check_prompt  # noqa: E402
-from workflow_overrides import add_override_arguments, apply_overrides, to_api  # noqa: E402
+from batch_manifest import ManifestError, build_jobs, load_manifest
+from batch_results import Outcome, ResultsLog, RowProgress, record_for
+from output_files import write_outputs
+from runner_common import EXIT_EXECUTION, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, RunError, check_prompt
+from workflow_overrides import add_override_arguments, apply_overrides, to_api
 
 EXIT_ROWS_FAILED = 1
 

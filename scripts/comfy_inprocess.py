@@ -19,6 +19,16 @@ from typing import Any, Optional
 PACK_DIR = Path(__file__).resolve().parents[1]
 
 
+def put_on_path(root: Path) -> None:
+    """Make ComfyUI's own modules (``comfy``, ``nodes``, ``folder_paths``) importable, as its ``main.py`` is.
+
+    ComfyUI is a checkout, not an installed package: its root on ``sys.path`` is how it runs at all,
+    so this is the one place the tools put it there.
+    """
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
 def is_comfyui(path: Optional[Path]) -> bool:
     return bool(path) and (path / "comfy").is_dir() and (path / "nodes.py").is_file() and (path / "folder_paths.py").is_file()
 
@@ -74,8 +84,7 @@ class InProcessComfy:
         model_dirs: Optional[dict[str, list[str]]] = None,
     ) -> None:
         self.root = Path(root)
-        if str(self.root) not in sys.path:
-            sys.path.insert(0, str(self.root))
+        put_on_path(self.root)
         from comfy.cli_args import args
 
         args.cpu = cpu  # set before comfy.model_management is imported (it probes the device at import)
@@ -101,6 +110,8 @@ class InProcessComfy:
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
         self.core_ids = set(nodes.NODE_CLASS_MAPPINGS)
         self.pack_loaded = asyncio.run(nodes.load_custom_node(str(PACK_DIR), ignore=self.core_ids))
+        #: The node ids the pack registered (its list: NODE_CLASSES in nodes/__init__.py).
+        self.pack_node_ids = sorted(set(nodes.NODE_CLASS_MAPPINGS) - self.core_ids)
         # ComfyUI names the package after its path; its submodules hang below that name.
         self.pack_module_name = str(PACK_DIR).replace(".", "_x_")
         self._add_model_dirs(pending)

@@ -35,12 +35,10 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
-import model_files  # noqa: E402
-from output_files import check_output, write_outputs  # noqa: E402,F401  (write_outputs: re-exported)
-from runner_common import (  # noqa: E402,F401  (re-exported for callers of the old module)
+import model_files
+from output_files import check_output, write_outputs  # noqa: F401  (write_outputs: re-exported)
+from runner_common import (  # noqa: F401  (re-exported for callers of the old module)
     EXIT_EXECUTION,
     EXIT_INPUT,
     EXIT_INTERRUPTED,
@@ -49,8 +47,8 @@ from runner_common import (  # noqa: E402,F401  (re-exported for callers of the 
     RunError,
     check_prompt,
 )
-from workflow_format import is_ui  # noqa: E402
-from workflow_overrides import add_override_arguments, apply_overrides, to_api  # noqa: E402,F401
+from workflow_format import is_ui
+from workflow_overrides import add_override_arguments, apply_overrides, to_api  # noqa: F401
 
 
 class Progress:

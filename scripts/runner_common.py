@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+import workflow_titles as titles
+
 EXIT_OK, EXIT_INPUT, EXIT_EXECUTION, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
 #: Exception types (last dotted part of ComfyUI's ``exception_type``) that mean the user's input is
@@ -96,7 +98,9 @@ def check_prompt(api: Any) -> dict:
 
 def save_node(api: dict) -> str:
     """The node whose images are the run's result: the one titled Save, else the first SaveImage."""
-    titled = [k for k, n in api.items() if n.get("_meta", {}).get("title") == "Save" and n["class_type"] in ("SaveImage", "PreviewImage")]
+    titled = [
+        k for k, n in api.items() if n.get("_meta", {}).get("title") == titles.SAVE and n["class_type"] in ("SaveImage", "PreviewImage")
+    ]
     saves = titled or [k for k, n in api.items() if n["class_type"] == "SaveImage"]
     if not saves:
         raise RunError("the workflow has no SaveImage node, so there is no image to write", EXIT_INPUT)

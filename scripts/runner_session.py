@@ -24,7 +24,6 @@ import gc
 import logging
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import uuid
@@ -32,13 +31,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
-import comfy_inprocess  # noqa: E402
-from output_files import check_output, write_outputs  # noqa: E402
-from runner_common import (  # noqa: E402
+import comfy_inprocess
+from output_files import check_output, write_outputs
+from runner_common import (
     EXIT_INPUT,
     UPLOAD_SUBFOLDER,
     EXIT_INTERRUPTED,

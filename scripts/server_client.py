@@ -16,7 +16,6 @@ per server.
 from __future__ import annotations
 
 import json
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -25,12 +24,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
-from output_files import check_output, write_outputs  # noqa: E402
-from runner_common import (  # noqa: E402
+from output_files import check_output, write_outputs
+from runner_common import (
     EXIT_EXECUTION,
     EXIT_INPUT,
     EXIT_INTERRUPTED,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import workflow_format as wf
+import workflow_titles as titles
 from runner_common import EXIT_INPUT, RunError
 
 SEED_INPUTS = ("seed", "noise_seed")
@@ -91,10 +92,10 @@ def add_override_arguments(ap: argparse.ArgumentParser, every_row: bool = False)
     """The overrides a single run and a batch share (a batch applies them to every row; a row's own
     value wins), so both command lines offer the same names and meanings."""
     rows = " (rows without their own)" if every_row else ""
-    ap.add_argument("--reference", help=f"reference image for IPAdapter-Instruct (node titled 'Reference image'){rows}")
-    ap.add_argument("--instruction", help=f"the edit instruction (node titled 'Instruction'){rows}")
-    ap.add_argument("--prompt", help=f"the prompt (node titled 'Prompt'; also IPAdapter-Instruct's prompt){rows}")
-    ap.add_argument("--negative", help=f"the negative prompt (node titled 'Negative'){rows}")
+    ap.add_argument("--reference", help=f"reference image for IPAdapter-Instruct (node titled '{titles.REFERENCE}'){rows}")
+    ap.add_argument("--instruction", help=f"the edit instruction (node titled '{titles.INSTRUCTION}'){rows}")
+    ap.add_argument("--prompt", help=f"the prompt (node titled '{titles.PROMPT}'; also IPAdapter-Instruct's prompt){rows}")
+    ap.add_argument("--negative", help=f"the negative prompt (node titled '{titles.NEGATIVE}'){rows}")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--text-cfg", type=float)
     ap.add_argument("--image-cfg", type=float)
@@ -112,19 +113,19 @@ def apply_overrides(api: dict, opts: argparse.Namespace, place_image: Callable[[
     api = json.loads(json.dumps(api))
     adapters = [n for n in api.values() if n["class_type"] == "IPAdapterInstructApply"]
     if opts.instruction is not None:
-        _set_titled(api, "Instruction", "text", opts.instruction)
-        if not _by_title(api, "Prompt"):
+        _set_titled(api, titles.INSTRUCTION, "text", opts.instruction)
+        if not _by_title(api, titles.PROMPT):
             for node in adapters:  # the adapter reads the same text as the generation
                 node["inputs"]["prompt"] = opts.instruction
     if opts.prompt is not None:
-        _set_titled(api, "Prompt", "text", opts.prompt, required=not adapters)
+        _set_titled(api, titles.PROMPT, "text", opts.prompt, required=not adapters)
         for node in adapters:
             node["inputs"]["prompt"] = opts.prompt
     if opts.negative is not None:
-        _set_titled(api, "Negative", "text", opts.negative)
+        _set_titled(api, titles.NEGATIVE, "text", opts.negative)
         for node in adapters:
             node["inputs"]["negative_prompt"] = opts.negative
-    for flag, title in ((opts.image, "Input image"), (opts.reference, "Reference image")):
+    for flag, title in ((opts.image, titles.IMAGE), (opts.reference, titles.REFERENCE)):
         if flag is not None:
             if not _by_title(api, title):
                 raise RunError(f"the workflow has no node titled '{title}' to take this option", EXIT_INPUT)

@@ -13,15 +13,11 @@ import importlib
 import importlib.util
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
-TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
-
-import instruct_harness  # noqa: E402
+import instruct_harness
+from instruct_tiny_models import cache_dir
 
 PACK_ALIAS = "comfyui_instruct_pure"
 COMFY_ROOT, COMFY_HOW = instruct_harness.find_comfyui()
@@ -42,13 +38,6 @@ def pure(name: str):
     return importlib.import_module(f"{PACK_ALIAS}.{name}")
 
 
-def cache_dir() -> Path:
-    from instruct_tiny_models import FACTORY_VERSION
-
-    base = os.environ.get("INSTRUCT_TEST_CACHE") or Path.home() / ".cache" / "comfyui-instruct-tests"
-    return Path(base) / f"v{FACTORY_VERSION}"
-
-
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory):
     if COMFY_ROOT is None:
@@ -67,7 +56,7 @@ def tiny(comfy):
 
 @pytest.fixture(scope="session")
 def full(comfy):
-    """Full-size SD1.5 checkpoint/ControlNet (random) and IP-Adapter-Instruct files: about 3 GB, made once."""
+    """Full-size SD1.5 checkpoints/ControlNet (random) and IP-Adapter-Instruct files: about 5.5 GB, made once."""
     import instruct_tiny_models
 
     return instruct_tiny_models.build_full(comfy.models_dir, comfy.pack("models.ipadapter_instruct"))
@@ -115,6 +104,24 @@ def _return_freed_memory():
             ctypes.CDLL(libc).malloc_trim(0)
         except (OSError, AttributeError):  # not glibc (musl): nothing to trim
             pass
+
+
+@pytest.fixture(autouse=True)
+def _memory_log(request):
+    """With ``INSTRUCT_TEST_MEMLOG=FILE``: one line per test (resident MiB after it, the process's peak so
+    far, seconds), to find the tests that set the suite's peak (README, Tests)."""
+    path = os.environ.get("INSTRUCT_TEST_MEMLOG")
+    if not path:
+        yield
+        return
+    import resource
+    import time
+
+    start = time.perf_counter()
+    yield
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open(path, "a") as f:
+        f.write(f"{_resident_bytes() / 2**20:8.0f} {peak_mib:8.0f} {time.perf_counter() - start:7.1f} {request.node.nodeid}\n")
 
 
 @pytest.fixture

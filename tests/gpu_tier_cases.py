@@ -22,6 +22,7 @@ import torch
 
 import gpu_tier_graphs as graphs
 import instruct_harness
+from comfy_inprocess import put_on_path
 
 MODE = os.environ.get("INSTRUCT_GPU_MODE", "normal")
 DEVICE = os.environ.get("INSTRUCT_GPU_DEVICE", "cuda")
@@ -41,16 +42,14 @@ def gpu():
     root, how = instruct_harness.find_comfyui()
     if root is None:
         pytest.skip(f"GPU tier: {how}")
-    import sys
-
-    sys.path.insert(0, str(root))
+    put_on_path(root)
     from comfy.cli_args import args
 
     args.lowvram, args.novram = MODE == "lowvram", MODE == "novram"
     if MODE == "lowvram" and DEVICE == "cuda":
         free, _ = torch.cuda.mem_get_info()
         args.reserve_vram = max(0.0, free / 2**30 - LOWVRAM_BUDGET_GIB)
-    from conftest import cache_dir
+    from instruct_tiny_models import cache_dir
 
     harness = instruct_harness.ComfyHarness(root, Path(tempfile.mkdtemp(prefix=f"gpu-tier-{MODE}-")), cache_dir(), cpu=DEVICE == "cpu")
     graphs.prepare(harness)

@@ -13,13 +13,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import instruct_harness  # noqa: E402
+import instruct_harness
 
 
 def main(out: str) -> None:
-    from conftest import cache_dir
+    from instruct_tiny_models import cache_dir
 
     root, how = instruct_harness.find_comfyui()
     if root is None:

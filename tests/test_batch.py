@@ -19,9 +19,8 @@ import pytest
 
 from instruct_harness import PACK_DIR
 
-sys.path.insert(0, str(PACK_DIR / "scripts"))
-import batch_cli  # noqa: E402
-import run_workflow as runner  # noqa: E402
+import batch_cli
+import run_workflow as runner
 
 WORKFLOW = PACK_DIR / "workflows" / "api" / "instruct_edit_sd15.json"
 TINY = "checkpoints/tiny-ip2p-sd15.safetensors"

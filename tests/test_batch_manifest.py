@@ -6,16 +6,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from instruct_harness import PACK_DIR
 
-sys.path.insert(0, str(PACK_DIR / "scripts"))
-import batch_manifest as bm  # noqa: E402
-import batch_results as br  # noqa: E402
+import batch_manifest as bm
+import batch_results as br
 
 
 def images(tmp_path: Path, *names: str) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import COMFY_HOW, COMFY_ROOT, cache_dir
+from conftest import COMFY_HOW, COMFY_ROOT
+from instruct_tiny_models import cache_dir
 
 TESTS = Path(__file__).resolve().parent
 DEVICE = os.environ.get("INSTRUCT_GPU_DEVICE", "cuda")
@@ -56,7 +57,9 @@ def reference() -> Path:
     digest = hashlib.sha256((TESTS / "gpu_tier_graphs.py").read_bytes()).hexdigest()[:12]
     path = cache_dir() / f"gpu-tier-reference-{digest}.pt"
     if not path.exists():
-        done = run_logged([sys.executable, str(TESTS / "gpu_tier_reference.py"), str(path)], out_dir() / "reference.log", timeout=200)
+        roots = os.pathsep.join([str(TESTS.parent / "scripts"), str(TESTS.parent / "testing"), os.environ.get("PYTHONPATH", "")])
+        cmd = [sys.executable, str(TESTS / "gpu_tier_reference.py"), str(path)]
+        done = run_logged(cmd, out_dir() / "reference.log", timeout=200, env=dict(os.environ, PYTHONPATH=roots))
         assert done.returncode == 0 and path.exists(), f"the CPU reference failed:\n{done.stdout[-6000:]}"
     return path
 

@@ -23,12 +23,11 @@ import pytest
 
 from instruct_harness import PACK_DIR
 
-sys.path.insert(0, str(PACK_DIR / "scripts"))
-import output_files  # noqa: E402
-import run_workflow as runner  # noqa: E402
-import server_client  # noqa: E402
-from runner_common import RunError  # noqa: E402
-from workflow_overrides import resolve_model  # noqa: E402
+import output_files
+import run_workflow as runner
+import server_client
+from runner_common import RunError
+from workflow_overrides import resolve_model
 
 WORKFLOW = PACK_DIR / "workflows" / "api" / "instruct_edit_sd15.json"
 SCRIPT = PACK_DIR / "scripts" / "run_workflow.py"

@@ -18,8 +18,7 @@ import pytest
 
 from instruct_harness import PACK_DIR
 
-sys.path.insert(0, str(PACK_DIR / "scripts"))
-import model_files as mf  # noqa: E402
+import model_files as mf
 
 PAYLOAD = bytes(range(256)) * 1024 + b"tail"  # 262 148 bytes: several chunks
 SD15 = PACK_DIR / "workflows" / "api" / "instruct_edit_sd15.json"

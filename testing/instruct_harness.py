@@ -14,10 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-PACK_DIR = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PACK_DIR / "scripts"))
-
-from comfy_inprocess import InProcessComfy, StubServer, find_comfyui, is_comfyui  # noqa: E402,F401
+from comfy_inprocess import PACK_DIR, InProcessComfy, StubServer, find_comfyui, is_comfyui  # noqa: F401
 
 MODEL_FOLDERS = (
     "checkpoints",

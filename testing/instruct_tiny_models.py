@@ -23,6 +23,13 @@ import torch
 FACTORY_VERSION = 1
 SEED = 20260107
 
+
+def cache_dir() -> Path:
+    """Where the generated files live: ``$INSTRUCT_TEST_CACHE`` or ``~/.cache/comfyui-instruct-tests``, per factory version."""
+    base = os.environ.get("INSTRUCT_TEST_CACHE") or Path.home() / ".cache" / "comfyui-instruct-tests"
+    return Path(base) / f"v{FACTORY_VERSION}"
+
+
 #: ldm config of the tiny SD1.5-class instruct UNet (what ComfyUI's detection reads back).
 TINY_UNET = dict(
     image_size=32,
@@ -360,7 +367,6 @@ FULL_FILES = {
     "plus_adapter": "ipadapter/ip-adapter-plus-sd15-random.safetensors",
     "lora": "loras/full-lora-sd15-random.safetensors",
     "instruct_checkpoint": "checkpoints/full-ip2p-sd15-random.safetensors",
-    "clip_vision": "clip_vision/clip-vit-h-14-random.safetensors",
 }
 #: A two-layer stand-in for CLIP-ViT-H/14 (same width 1280, 257 tokens): the adapter sees the same shapes.
 TINY_CLIP_VISION = {
@@ -439,8 +445,6 @@ def build_full(root: Path, spec_mod) -> dict[str, Path]:
         sd.update(clip_state_dict())
         sd.update(vae_state_dict())
         _save(sd, paths["instruct_checkpoint"])
-    if not paths["clip_vision"].exists():
-        _save(clip_vision_h_state_dict(), paths["clip_vision"])
     if not paths["controlnet"].exists():
         _save(full_controlnet_state_dict(), paths["controlnet"])
     if not paths["adapter_bin"].exists() or not paths["adapter_safetensors"].exists():
@@ -494,18 +498,3 @@ def tiny_clip_vision(seed: int = SEED):
         sd[name] = value.to(tensor.dtype)
     model.load_sd(sd)
     return model
-
-
-def clip_vision_h_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
-    """A full-size CLIP-ViT-H/14 vision tower (632M, random) that ComfyUI's CLIPVisionLoader detects."""
-    import comfy.clip_model
-    import comfy.clip_vision
-    import comfy.ops
-
-    config = json.loads((Path(comfy.clip_vision.__file__).parent / "clip_vision_config_h.json").read_text())
-    model = comfy.clip_model.CLIPVisionModelProjection(config, torch.float16, "meta", comfy.ops.disable_weight_init)
-    sd = random_state_dict(model, seed=seed)
-    for name in sd:
-        if "class_embedding" in name or "position_embedding" in name:
-            sd[name] = (torch.randn(sd[name].shape, generator=_generator(seed, name)) * 0.02).half()
-    return sd
