@@ -177,13 +177,23 @@ def _require_keys(sd: dict[str, torch.Tensor], keys: tuple[str, ...], path: str,
         )
 
 
+def with_text_model_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers 5 saves ``CLIPTextModel`` without the ``text_model.`` prefix that core's CLIP expects
+    (older releases, and every published pipeline, have it). Core loads text encoders non-strictly, so
+    unprefixed keys would leave every weight uninitialised (NaN conditioning) with only a log line."""
+    if "text_model.embeddings.token_embedding.weight" in sd or "embeddings.token_embedding.weight" not in sd:
+        return sd
+    top_level = ("text_model.", "text_projection.", "logit_scale")
+    return {k if k.startswith(top_level) else f"text_model.{k}": v for k, v in sd.items()}
+
+
 def load_text_encoders(paths: list[str], embedding_directory: Any) -> Any:
     """A pipeline's CLIP text encoder(s); a corrupt, truncated or foreign file is named, not guessed at."""
     state_dicts = []
     for path in paths:
         sd = read_state_dict(path)
         _require_keys(sd, CLIP_TEXT_KEYS, path, "CLIP text encoder (transformers CLIPTextModel weights)")
-        state_dicts.append(sd)
+        state_dicts.append(with_text_model_prefix(sd))
     try:
         return comfy.sd.load_text_encoder_state_dicts(state_dicts, embedding_directory=embedding_directory)
     except Exception as exc:

@@ -70,8 +70,13 @@ class ComfyHarness(InProcessComfy):
 
         return importlib.import_module(f"{self.pack_module_name}.{submodule}")
 
-    def input_image(self, name: str, height: int = 64, width: int = 64, seed: int = 0) -> str:
-        """Write a smooth random RGB test picture into ComfyUI's input folder; returns its name."""
+    def input_image(
+        self, name: str, height: int = 64, width: int = 64, seed: int = 0, painted: tuple[int, int, int, int] | None = None
+    ) -> str:
+        """Write a smooth random RGB test picture into ComfyUI's input folder; returns its name.
+
+        ``painted=(top, bottom, left, right)`` makes that box transparent, as MaskEditor paints a region:
+        LoadImage's MASK output is 1 there."""
         import numpy as np
         from PIL import Image
 
@@ -87,7 +92,13 @@ class ComfyHarness(InProcessComfy):
             + coarse[y0, x0 + 1] * (1 - fy) * fx
             + coarse[y0 + 1, x0 + 1] * fy * fx
         )
-        Image.fromarray((img * 255).round().astype("uint8")).save(self.work_dir / "input" / name)
+        pixels = (img * 255).round().astype("uint8")
+        if painted is not None:
+            top, bottom, left, right = painted
+            alpha = np.full((height, width, 1), 255, dtype="uint8")
+            alpha[top:bottom, left:right] = 0
+            pixels = np.concatenate([pixels, alpha], axis=-1)
+        Image.fromarray(pixels).save(self.work_dir / "input" / name)
         return name
 
     def graph(self):

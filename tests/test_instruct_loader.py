@@ -70,6 +70,36 @@ def test_diffusers_pipeline_folder_gives_clip_and_vae_too(comfy, tiny_diffusers)
     assert tuple(latent.shape) == (1, 4, 8, 8)
 
 
+@pytest.mark.parametrize("prefixed", [False, True], ids=["transformers-5-keys", "text_model-prefixed-keys"])
+def test_pipeline_text_encoder_equals_transformers_in_both_key_layouts(comfy, tiny_diffusers, tmp_path, prefixed):
+    """The pipeline's CLIP gives transformers' own last hidden state on the same tokens, whichever
+    transformers release saved the file (5 drops the ``text_model.`` prefix; core alone would then
+    leave the weights uninitialised and the conditioning NaN)."""
+    import shutil
+
+    import safetensors.torch
+    from transformers import CLIPTextModel
+
+    source = tiny_diffusers["pipeline"]
+    folder = tmp_path / "pipeline"
+    shutil.copytree(source, folder)
+    te_file = folder / "text_encoder" / "model.safetensors"
+    sd = safetensors.torch.load_file(str(te_file))
+    assert "embeddings.token_embedding.weight" in sd  # the factory's transformers 5 layout
+    if prefixed:  # as transformers 4 and the published pipelines have it
+        sd = {f"text_model.{k}": v for k, v in sd.items()}
+        safetensors.torch.save_file(sd, str(te_file))
+    clip = load(comfy, folder).clip
+    text = "make it a snowy winter day"
+    hidden = comfy.pack("models.ipadapter_apply").clip_l_last_hidden(clip, text)
+    ids = torch.tensor([[token for token, _ in clip.tokenize(text, disable_weights=True)["l"][0]]])
+    reference = CLIPTextModel.from_pretrained(str(source / "text_encoder"), torch_dtype=torch.float32)
+    with torch.no_grad():
+        expected = reference(input_ids=ids).last_hidden_state
+    assert torch.isfinite(hidden).all()
+    torch.testing.assert_close(hidden.float(), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_core_cannot_load_the_sd15_diffusers_unet_but_the_pack_can(comfy, tiny_diffusers):
     import comfy.sd as comfy_sd
 
