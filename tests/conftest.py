@@ -124,22 +124,6 @@ def _memory_log(request):
         f.write(f"{_resident_bytes() / 2**20:8.0f} {peak_mib:8.0f} {time.perf_counter() - start:7.1f} {request.node.nodeid}\n")
 
 
-#: A test that needs the full-size SD1.5 files is skipped, with this reason, once the process holds more
-#: than this: each IPAdapter-Instruct apply on the full-size model leaves about 0.4 GB alive (issue 13,
-#: not yet explained), so a whole run would otherwise be killed by the kernel on a 24 GB machine.
-FULL_SIZE_MEMORY_GUARD = 16 << 30
-
-
-@pytest.fixture(autouse=True)
-def _full_size_memory_guard(request):
-    if "full" in request.fixturenames and _resident_bytes() > FULL_SIZE_MEMORY_GUARD:
-        pytest.skip(
-            f"full-size test skipped: this process already holds {_resident_bytes() / 2**30:.1f} GiB "
-            "(IPAdapter-Instruct apply leak, issue 13); run this file alone to run it"
-        )
-    yield
-
-
 @pytest.fixture
 def log_capture():
     import logging
