@@ -70,14 +70,21 @@ class ServerClient:
         )
 
     def request(
-        self, path: str, payload: Any = None, *, data: Optional[bytes] = None, headers: Optional[dict] = None, during: str = ""
+        self,
+        path: str,
+        payload: Any = None,
+        *,
+        data: Optional[bytes] = None,
+        headers: Optional[dict] = None,
+        during: str = "",
+        timeout: Optional[float] = None,
     ) -> tuple[int, Any]:
         """(HTTP status, JSON value or bytes). ``payload`` is sent as JSON."""
         if payload is not None:
             data, headers = json.dumps(payload).encode(), {"Content-Type": "application/json"}
         req = urllib.request.Request(self.url + path, data=data, headers=headers or {})
         try:
-            with urllib.request.urlopen(req, timeout=self.request_timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or self.request_timeout) as resp:
                 status, body, kind = resp.status, resp.read(), resp.headers.get("Content-Type", "")
         except urllib.error.HTTPError as exc:
             status, body, kind = exc.code, exc.read(), exc.headers.get("Content-Type", "") if exc.headers else ""
@@ -90,9 +97,9 @@ class ServerClient:
                 return status, body
         return status, body
 
-    def json(self, path: str, payload: Any = None, during: str = "") -> Any:
+    def json(self, path: str, payload: Any = None, during: str = "", timeout: Optional[float] = None) -> Any:
         """A JSON answer from an endpoint every ComfyUI has; anything else is not a ComfyUI server."""
-        status, value = self.request(path, payload, during=during)
+        status, value = self.request(path, payload, during=during, timeout=timeout)
         if status != 200 or not isinstance(value, (dict, list)):
             raise self._not_comfyui(f"{path} answered HTTP {status}")
         return value
@@ -183,17 +190,15 @@ class ServerClient:
                 raise RunError(f"the server refused the workflow: {message!s:.500}\n{details}".rstrip(), EXIT_INPUT)
             entry = self._wait(ws, prompt_id, api, progress, time.monotonic() + timeout)
         except KeyboardInterrupt as exc:
+            ws = _close(ws)  # first: a server blocked on sending us progress serves the cancel sooner
             self.cancel(prompt_id)
             raise RunError("interrupted; the prompt was cancelled on the server", EXIT_INTERRUPTED) from exc
         except TimeoutError as exc:
+            ws = _close(ws)
             self.cancel(prompt_id)
             raise RunError(f"the run did not finish within {timeout:g} s; it was cancelled on the server", EXIT_EXECUTION) from exc
         finally:
-            if ws is not None:
-                try:
-                    ws.close()
-                except Exception:  # closing a dead socket can fail in many ways; nothing to do
-                    pass
+            _close(ws)
         problem = failure(entry.get("status", {}).get("messages", []), api, " on the server")
         if problem is not None:
             raise problem
@@ -281,12 +286,13 @@ class ServerClient:
         is running, until the server lists it in neither. False when the server is gone."""
         end = time.monotonic() + CANCEL_WAIT_S
         try:
-            while time.monotonic() < end:
+            while (left := end - time.monotonic()) > 0:
+                wait = max(left, 1.0)  # each call bounded too, so a sluggish server cannot hold Ctrl-C for long
                 # Delete first: a queued prompt that starts between the two calls is then running
                 # and the targeted interrupt catches it (the queue and the running set share a lock).
-                self.request("/queue", {"delete": [prompt_id]})
-                self.request("/interrupt", {"prompt_id": prompt_id})
-                queue = self.json("/queue")
+                self.request("/queue", {"delete": [prompt_id]}, timeout=wait)
+                self.request("/interrupt", {"prompt_id": prompt_id}, timeout=wait)
+                queue = self.json("/queue", timeout=wait)
                 listed = [item for key in ("queue_running", "queue_pending") for item in queue.get(key, [])]
                 if not any(len(item) > 1 and item[1] == prompt_id for item in listed):
                     return True
@@ -294,3 +300,13 @@ class ServerClient:
         except RunError:
             return False
         return False
+
+
+def _close(ws: Any) -> None:
+    """Close a websocket (or None) quietly; returns None to clear the caller's reference."""
+    if ws is not None:
+        try:
+            ws.close(timeout=1)
+        except Exception:  # closing a dead socket can fail in many ways; nothing to do
+            pass
+    return None
