@@ -301,6 +301,32 @@ def test_server_pool_survives_a_server_killed_mid_batch(comfy, tiny, batch, sing
             stop(proc)
 
 
+def test_a_server_that_comes_back_is_used_again(comfy, tiny, batch, singles, tmp_path):
+    """A pool of one: its server is killed mid-batch and started again on the same port. The batch
+    can only finish if the pool probes it, finds it back, and gives it the remaining rows (and the
+    row it lost)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(comfy, tmp_path / "server", port)
+    try:
+        out = tmp_path / "out"
+        result: dict = {}
+        args = [*common_args(batch), "--output-dir", str(out), "--server", url]
+        thread = threading.Thread(target=lambda: result.update(code=batch_cli.main(args)))
+        thread.start()
+        wait_for_records(out, 2, thread.is_alive)
+        stop(proc, signal.SIGKILL)
+        killed_at = len(records(out))
+        assert killed_at < ROWS - 1, "the batch ended before the server was killed"
+        proc = start_server(comfy, tmp_path / "server", port)  # back, same address
+        thread.join(timeout=600)
+        assert result.get("code") == 0
+        found = assert_complete(out, singles)
+        assert len(found) == ROWS and {r["worker"].split("#")[0] for r in found} == {url}
+    finally:
+        stop(proc)
+
+
 def test_server_pool_with_no_reachable_server_exits_4(batch, tmp_path, capsys):
     out = tmp_path / "out"
     code = batch_cli.main([*common_args(batch), "--output-dir", str(out), "--server", f"http://127.0.0.1:{free_port()}"])
