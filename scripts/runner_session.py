@@ -256,8 +256,11 @@ class InProcessSession:
 
     @contextlib.contextmanager
     def _sigint_interrupts(self) -> Iterator[None]:
-        """First Ctrl-C: ComfyUI's interrupt (the run stops at its next step); second: KeyboardInterrupt."""
-        if threading.current_thread() is not threading.main_thread():
+        """First Ctrl-C: ComfyUI's interrupt (the run stops at its next step); second: KeyboardInterrupt.
+
+        A process started with SIGINT ignored (``cmd &`` in a script, nohup) keeps ignoring it, as the
+        server mode and every other program does: its launcher asked for that."""
+        if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
             yield
             return
 

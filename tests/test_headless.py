@@ -281,9 +281,21 @@ def test_timeout_in_process_stops_the_run_and_the_error_has_its_own_line(comfy, 
     assert "1" in runner._SESSION._executor.caches.outputs.all_node_ids()  # the loader's model stayed cached
 
 
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str, root: Path | None = None) -> subprocess.Popen:
+    """The runner as a user starts it in a terminal: SIGINT at its default even when this pytest runs
+    in the background (``cmd &`` and nohup start it, and so its children, with SIGINT ignored)."""
     env = {**os.environ, "COMFYUI_PATH": str(root)} if root is not None else None
-    return subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=_sigint_as_in_a_terminal,
+    )
 
 
 def paths_yaml(comfy, tmp_path) -> str:
