@@ -555,49 +555,6 @@ def test_four_branch_formula_with_several_images(comfy, env, count):
     torch.testing.assert_close(capture["combined"], u + 1.5 * (i - u) + 5.0 * (e - i) + 4.0 * (c - e), rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def instruct_env(comfy, env, full):
-    loaded = comfy.pack("models.instruct_loader").load_instruct(str(full["instruct_checkpoint"]))
-    cond = (
-        comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-        .execute(
-            positive=env.pos,
-            negative=env.neg,
-            vae=loaded.vae,
-            image=torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(4)),
-            size_mode="crop to multiple of 8",
-            latent_output="empty (denoise 1.0)",
-        )
-        .result
-    )
-    return types.SimpleNamespace(loaded=loaded, pos=cond[0], neg=cond[1], lat=cond[2])
-
-
-@pytest.mark.parametrize("count", [3])  # 2 images: test_precision.py
-@pytest.mark.parametrize("task", ["style", "object"])
-@pytest.mark.parametrize("sampler", ["core", "instruct"])
-def test_several_images_sample_the_same_batched_and_unbatched_on_an_instruct_model(
-    comfy, env, instruct_env, count, task, sampler, log_capture
-):
-    ie = instruct_env
-    patched = apply_node(env, model=ie.loaded.model, clip=ie.loaded.clip, image=images(count), task=task)
-
-    def sample(model):
-        if sampler == "core":
-            return _sample_core(model, ie.pos, ie.neg, ie.lat)
-        return run_sampler(comfy, model, ie.pos, ie.neg, steps=1, text_cfg=7.5, image_cfg=1.5, lat=ie.lat)
-
-    patched, calls = recorded(patched)
-    together = sample(patched)
-    if not any(len(c) > 1 for c in calls):
-        pytest.skip("ComfyUI did not batch cond and uncond on this machine (free memory too low)")
-    apart = sample(unbatched(patched))
-    assert torch.isfinite(together).all()
-    assert_batching_changes_nothing(sample, together, apart, ie.loaded.model)
-    if task == "object" and sampler == "instruct":  # the 4-branch request cannot be met on an instruct model
-        assert [m for m in log_capture.messages() if "instruct (8-channel) model, which samples the dual CFG" in m]
-
-
 # ---- one home for each scale ----------------------------------------------------------------------
 
 
@@ -795,6 +752,52 @@ def test_sdxl_encoding_uses_clip_l_alone_at_its_last_layer(comfy, env):
     default_cond = sdxl_clip.encode_from_tokens(sdxl_clip.tokenize(text))
     assert default_cond.shape[-1] == 2048
     assert not torch.allclose(default_cond[..., :768].float(), on_sd15.float(), atol=1e-2)  # penultimate, no final LN
+
+
+# ---- several reference images on an instruct model (last: its full-size model stays loaded to the end) ----
+
+
+@pytest.fixture(scope="module")
+def instruct_env(comfy, env, full):
+    loaded = comfy.pack("models.instruct_loader").load_instruct(str(full["instruct_checkpoint"]))
+    cond = (
+        comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
+        .execute(
+            positive=env.pos,
+            negative=env.neg,
+            vae=loaded.vae,
+            image=torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(4)),
+            size_mode="crop to multiple of 8",
+            latent_output="empty (denoise 1.0)",
+        )
+        .result
+    )
+    return types.SimpleNamespace(loaded=loaded, pos=cond[0], neg=cond[1], lat=cond[2])
+
+
+@pytest.mark.parametrize("count", [3])  # 2 images: test_precision.py
+@pytest.mark.parametrize("task", ["style", "object"])
+@pytest.mark.parametrize("sampler", ["core", "instruct"])
+def test_several_images_sample_the_same_batched_and_unbatched_on_an_instruct_model(
+    comfy, env, instruct_env, count, task, sampler, log_capture
+):
+    ie = instruct_env
+    patched = apply_node(env, model=ie.loaded.model, clip=ie.loaded.clip, image=images(count), task=task)
+
+    def sample(model):
+        if sampler == "core":
+            return _sample_core(model, ie.pos, ie.neg, ie.lat)
+        return run_sampler(comfy, model, ie.pos, ie.neg, steps=1, text_cfg=7.5, image_cfg=1.5, lat=ie.lat)
+
+    patched, calls = recorded(patched)
+    together = sample(patched)
+    if not any(len(c) > 1 for c in calls):
+        pytest.skip("ComfyUI did not batch cond and uncond on this machine (free memory too low)")
+    apart = sample(unbatched(patched))
+    assert torch.isfinite(together).all()
+    assert_batching_changes_nothing(sample, together, apart, ie.loaded.model)
+    if task == "object" and sampler == "instruct":  # the 4-branch request cannot be met on an instruct model
+        assert [m for m in log_capture.messages() if "instruct (8-channel) model, which samples the dual CFG" in m]
 
 
 # ---- with cubiq's IPAdapter (IPAdapter Plus), kept outside the repo -----------------------------
