@@ -375,6 +375,8 @@ IP_CASES = {
     "plain_simple_2": ("plain", "style", 2),
     "plain_4branch_2": ("plain", "object", 2),
 }
+
+
 @pytest.fixture(scope="module")
 def ip_env(comfy, full):
     import comfy.sd as comfy_sd
