@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import threading
+from typing import Any
 import time
 import urllib.request
 from pathlib import Path
@@ -281,11 +282,7 @@ def test_timeout_in_process_stops_the_run_and_the_error_has_its_own_line(comfy, 
     assert "1" in runner._SESSION._executor.caches.outputs.all_node_ids()  # the loader's model stayed cached
 
 
-def _sigint_as_in_a_terminal() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def cli(*args: str, root: Path | None = None) -> subprocess.Popen:
+def cli(*args: str, root: Path | None = None, sigint: Any = signal.SIG_DFL) -> subprocess.Popen:
     """The runner as a user starts it in a terminal: SIGINT at its default even when this pytest runs
     in the background (``cmd &`` and nohup start it, and so its children, with SIGINT ignored)."""
     env = {**os.environ, "COMFYUI_PATH": str(root)} if root is not None else None
@@ -294,7 +291,7 @@ def cli(*args: str, root: Path | None = None) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
-        preexec_fn=_sigint_as_in_a_terminal,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )
 
 
@@ -360,6 +357,23 @@ def test_ctrl_c_in_process_stops_sampling_exit_130_no_output(comfy, tiny, tmp_pa
         pytest.fail("the run did not stop after Ctrl-C")
     assert proc.returncode == runner.EXIT_INTERRUPTED
     assert not out.exists() and not (out_dir.exists() and list(out_dir.iterdir()))
+
+
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(comfy, tiny, tmp_path):
+    """``cmd &`` in a script and nohup start the runner with SIGINT ignored: a Ctrl-C meant for the
+    terminal's foreground job must not stop it (in-process, as in server mode and every other program)."""
+    out = tmp_path / "done.png"
+    args = [str(WORKFLOW), "--model", TINY, "--image", picture(tmp_path), "--steps", "40"]
+    proc = cli(*args, "--extra-model-paths", paths_yaml(comfy, tmp_path), "--output", str(out), root=comfy.root, sigint=signal.SIG_IGN)
+    seen = read_until(proc.stderr, b"/40 InstructKSampler", 600)
+    assert b"/40 InstructKSampler" in seen, seen[-2000:]
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the run did not finish")
+    assert proc.returncode == runner.EXIT_OK and out.is_file()
 
 
 # ---- against a real server --------------------------------------------------------------------------
