@@ -377,6 +377,32 @@ IP_CASES = {
 }
 
 
+class _OneFullModel:
+    """The plain or the instruct full-size model, one at a time: two fp32 SD1.5 UNets (3.4 GB each) side by
+    side set the suite's memory peak (README, Tests)."""
+
+    def __init__(self, comfy, full, plain) -> None:
+        self.comfy, self.full = comfy, full
+        self.kind, self.model = "plain", plain
+
+    def __call__(self, kind: str):
+        if kind != self.kind:
+            import gc
+
+            import comfy.model_management as mm
+            import comfy.sd as comfy_sd
+
+            self.model = None
+            mm.unload_all_models()
+            gc.collect()
+            if kind == "plain":
+                self.model = comfy_sd.load_checkpoint_guess_config(str(self.full["checkpoint"]), output_clip=False, output_vae=False)[0]
+            else:
+                self.model = self.comfy.pack("models.instruct_loader").load_instruct(str(self.full["instruct_checkpoint"])).model
+            self.kind = kind
+        return self.model
+
+
 @pytest.fixture(scope="module")
 def ip_env(comfy, full):
     import comfy.sd as comfy_sd
@@ -384,8 +410,8 @@ def ip_env(comfy, full):
 
     import instruct_tiny_models as factory
 
+    # the two full-size checkpoints hold the same CLIP and VAE (the factory's seeded ones)
     plain, clip, vae, _ = comfy_sd.load_checkpoint_guess_config(str(full["checkpoint"]))
-    loaded = comfy.pack("models.instruct_loader").load_instruct(str(full["instruct_checkpoint"]))
     adapter = comfy.pack("models.ipadapter_apply").load_adapter(str(full["adapter_bin"]))
     images = torch.rand(2, 96, 80, 3, generator=torch.Generator().manual_seed(3))
     pos = nodes.CLIPTextEncode().encode(clip, "a cat in a garden")[0]
@@ -395,7 +421,7 @@ def ip_env(comfy, full):
         .execute(
             positive=pos,
             negative=neg,
-            vae=loaded.vae,
+            vae=vae,
             image=torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(4)),
             size_mode="crop to multiple of 8",
             latent_output="empty (denoise 1.0)",
@@ -403,8 +429,7 @@ def ip_env(comfy, full):
         .result
     )
     return types.SimpleNamespace(
-        plain=plain,
-        instruct=loaded.model,
+        model=_OneFullModel(comfy, full, plain),
         clip=clip,
         adapter=adapter,
         vision=factory.tiny_clip_vision(),
@@ -418,7 +443,7 @@ def ip_env(comfy, full):
 
 def ip_run(comfy, env, case: str, mode: str):
     kind, task, n_images = IP_CASES[case]
-    model = env.plain if kind == "plain" else env.instruct
+    model = env.model(kind)
     patched = (
         comfy.nodes.NODE_CLASS_MAPPINGS["IPAdapterInstructApply"]
         .execute(
