@@ -51,6 +51,45 @@ class InstructTestTinyClipVision:
 NODE_CLASS_MAPPINGS["InstructTestTinyClipVision"] = InstructTestTinyClipVision
 
 
+class InstructTestFullSD15:
+    """The full-size (random) SD1.5 checkpoint, plain or instruct, built in memory (``FullSD15``): stands in for
+    CheckpointLoaderSimple / Instruct UNet Loader where a graph needs SD1.5's real layout, without a 2 GB file."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"kind": (["plain", "instruct"],)}, "optional": {"weight_dtype": (["default", "fp16"],)}}
+
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+    CATEGORY = "_for_testing"
+
+    def load(self, kind, weight_dtype="default"):
+        import instruct_tiny_models
+
+        return instruct_tiny_models.full_sd15().load(kind, weight_dtype)
+
+
+class InstructTestFullControlNet:
+    """A full-size (random) SD1.5 ControlNet built in memory: stands in for ControlNetLoader."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("CONTROL_NET",)
+    FUNCTION = "load"
+    CATEGORY = "_for_testing"
+
+    def load(self):
+        import instruct_tiny_models
+
+        return (instruct_tiny_models.full_sd15().controlnet(),)
+
+
+NODE_CLASS_MAPPINGS["InstructTestFullSD15"] = InstructTestFullSD15
+NODE_CLASS_MAPPINGS["InstructTestFullControlNet"] = InstructTestFullControlNet
+
+
 PROBES: list = []
 
 

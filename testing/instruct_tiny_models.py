@@ -8,6 +8,10 @@ seeded by (seed, tensor name), so the same seed gives the same bytes on any mach
 Sizes: the SD1.5 detection needs model_channels 320, context_dim 768 and in_channels 8 but not the
 depth, so the UNet has one level (21M parameters instead of 860M). CLIP-L and the SD VAE have fixed
 sizes in ComfyUI and are full-size (random).
+
+Full-size SD1.5 (what IP-Adapter-Instruct's 16 layers need) is built in memory by ``FullSD15`` and
+handed to the same loaders as a file would be; only the adapter files, whose loading is under test,
+are written.
 """
 
 from __future__ import annotations
@@ -73,8 +77,10 @@ FILES = {
     "controlnet": "controlnet/tiny-controlnet-sd15.safetensors",
     "lora": "loras/tiny-lora-sd15.safetensors",
     "corrupt": "checkpoints/tiny-ip2p-truncated.safetensors",
-    # Instruct merge: checkpoints of a 4-channel "base" and a "fine-tune" of it (base + a small seeded
-    # change to the UNet; same CLIP and VAE), and an SD2-class UNet (context 1024, linear transformers) as a model of another family.
+    # Instruct merge: UNet-only checkpoints of a 4-channel "base" and a "fine-tune" of it (base + a small seeded
+    # change to the UNet; the merge uses only their UNets, and core's checkpoint loader reads such a file with
+    # a warning that it has no CLIP/VAE), and an SD2-class UNet (context 1024, linear transformers) as a model
+    # of another family.
     "ckpt_base": "checkpoints/tiny-sd15-base.safetensors",
     "ckpt_custom": "checkpoints/tiny-sd15-custom.safetensors",
     "unet_sd2": "diffusion_models/tiny-sd2-unet.safetensors",
@@ -192,11 +198,29 @@ def _save(sd: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _unet_only_checkpoint(unet: dict) -> dict:
+    return {"model.diffusion_model." + k: v for k, v in unet.items()}
+
+
 def _checkpoint(unet: dict) -> dict:
     sd = {"model.diffusion_model." + k: v for k, v in unet.items()}
     sd.update(clip_state_dict())
     sd.update(vae_state_dict())
     return sd
+
+
+#: Files older factories wrote that none writes now (7 GB): removed from the cache, which would keep them forever.
+RETIRED_FILES = (
+    "checkpoints/full-sd15-random.safetensors",
+    "checkpoints/full-ip2p-sd15-random.safetensors",
+    "controlnet/full-controlnet-sd15-random.safetensors",
+    "clip_vision/clip-vit-h-14-random.safetensors",
+)
+
+
+def _remove_retired(root: Path) -> None:
+    for rel in RETIRED_FILES:
+        (root / rel).unlink(missing_ok=True)
 
 
 def build_all(root: Path, only: Iterable[str] | None = None) -> dict[str, Path]:
@@ -221,17 +245,13 @@ def build_all(root: Path, only: Iterable[str] | None = None) -> dict[str, Path]:
 
     makers["checkpoint"] = checkpoint
     makers["checkpoint_ema"] = checkpoint_ema
-    makers["checkpoint_4ch"] = lambda: _save(
-        {"model.diffusion_model." + k: v for k, v in unet_state_dict(in_channels=4).items()}, paths["checkpoint_4ch"]
-    )
-    makers["checkpoint_9ch"] = lambda: _save(
-        {"model.diffusion_model." + k: v for k, v in unet_state_dict(in_channels=9).items()}, paths["checkpoint_9ch"]
-    )
+    makers["checkpoint_4ch"] = lambda: _save(_unet_only_checkpoint(unet_state_dict(in_channels=4)), paths["checkpoint_4ch"])
+    makers["checkpoint_9ch"] = lambda: _save(_unet_only_checkpoint(unet_state_dict(in_channels=9)), paths["checkpoint_9ch"])
     makers["unet"] = lambda: _save(unet_state_dict(), paths["unet"])
     makers["controlnet"] = lambda: _save(controlnet_state_dict(), paths["controlnet"])
     makers["lora"] = lambda: _save(lora_state_dict(), paths["lora"])
-    makers["ckpt_base"] = lambda: _save(_checkpoint(unet_state_dict(in_channels=4, seed=BASE_SEED)), paths["ckpt_base"])
-    makers["ckpt_custom"] = lambda: _save(_checkpoint(fine_tune_state_dict()), paths["ckpt_custom"])
+    makers["ckpt_base"] = lambda: _save(_unet_only_checkpoint(unet_state_dict(in_channels=4, seed=BASE_SEED)), paths["ckpt_base"])
+    makers["ckpt_custom"] = lambda: _save(_unet_only_checkpoint(fine_tune_state_dict()), paths["ckpt_custom"])
     makers["unet_sd2"] = lambda: _save(random_state_dict(_meta_unet(**SD2_OVERRIDES)), paths["unet_sd2"])
 
     def corrupt() -> None:
@@ -242,6 +262,7 @@ def build_all(root: Path, only: Iterable[str] | None = None) -> dict[str, Path]:
         paths["corrupt"].write_bytes(data[: len(data) // 3])
 
     makers["corrupt"] = corrupt
+    _remove_retired(root)
     wanted = set(makers) if only is None else set(only)
     for name, make in makers.items():
         if name in wanted and not paths[name].exists():
@@ -359,14 +380,14 @@ FULL_SD15_UNET = dict(
     transformer_depth_output=[1] * 9 + [0] * 3,
     transformer_depth_middle=1,
 )
+#: The full-size files that are written: the adapter's (loading them is what the adapter tests test) and a
+#: LoRA of a few KB. The full-size UNets and ControlNet are built in memory (``FullSD15``): as files they
+#: were 4.7 GB that only ever went through core's loaders.
 FULL_FILES = {
-    "checkpoint": "checkpoints/full-sd15-random.safetensors",
-    "controlnet": "controlnet/full-controlnet-sd15-random.safetensors",
     "adapter_bin": "ipadapter/ip-adapter-instruct-sd15-random.bin",
     "adapter_safetensors": "ipadapter/ip-adapter-instruct-sd15-random.safetensors",
     "plus_adapter": "ipadapter/ip-adapter-plus-sd15-random.safetensors",
     "lora": "loras/full-lora-sd15-random.safetensors",
-    "instruct_checkpoint": "checkpoints/full-ip2p-sd15-random.safetensors",
 }
 #: A two-layer stand-in for CLIP-ViT-H/14 (same width 1280, 257 tokens): the adapter sees the same shapes.
 TINY_CLIP_VISION = {
@@ -397,7 +418,7 @@ def full_unet_state_dict(seed: int = SEED, in_channels: int = 4) -> dict[str, to
     return random_state_dict(model, seed=seed)
 
 
-def full_controlnet_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
+def _full_controlnet_meta() -> torch.nn.Module:
     import comfy.cldm.cldm
     import comfy.ops
 
@@ -407,8 +428,11 @@ def full_controlnet_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
         if k not in ("out_channels", "use_temporal_attention", "use_temporal_resblock", "transformer_depth_output")
     }
     cfg.update(in_channels=4, hint_channels=3)
-    model = comfy.cldm.cldm.ControlNet(**cfg, device="meta", operations=comfy.ops.disable_weight_init)
-    return random_state_dict(model, prefix="control_model.", seed=seed)
+    return comfy.cldm.cldm.ControlNet(**cfg, device="meta", operations=comfy.ops.disable_weight_init)
+
+
+def full_controlnet_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
+    return random_state_dict(_full_controlnet_meta(), prefix="control_model.", seed=seed)
 
 
 def ip_instruct_groups(spec_mod, seed: int = SEED, dtype: torch.dtype = torch.float16) -> tuple[dict, dict]:
@@ -431,22 +455,147 @@ def ip_instruct_groups(spec_mod, seed: int = SEED, dtype: torch.dtype = torch.fl
     return image_proj, ip_layers
 
 
-def build_full(root: Path, spec_mod) -> dict[str, Path]:
-    """Full-size SD1.5 checkpoint + ControlNet, and IP-Adapter-Instruct files (.bin and .safetensors)."""
+def full_checkpoint_state_dict(in_channels: int = 4, seed: int = SEED) -> dict[str, torch.Tensor]:
+    """A full-size SD1.5 checkpoint's tensors (UNet, CLIP-L, VAE) in the ldm layout, fp16."""
+    sd = {"model.diffusion_model." + k: v for k, v in full_unet_state_dict(seed, in_channels).items()}
+    sd.update(clip_state_dict())
+    sd.update(vae_state_dict())
+    return sd
+
+
+def _release_memory() -> None:
+    """Unload what ComfyUI holds, collect, and hand freed heap pages back to the OS (glibc keeps them)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    import comfy.model_management as mm
+
+    mm.unload_all_models()
+    gc.collect()
+    mm.soft_empty_cache()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        try:
+            ctypes.CDLL(libc).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: nothing to trim
+            pass
+
+
+class FullSD15:
+    """The full-size SD1.5 models of the adapter tests, built in memory from the seed, one at a time.
+
+    The adapter patches SD1.5's real 16 cross-attention layers, so its tests need the real layout; what
+    they test is the adapter, not reading a 2 GB file. The UNet goes through the loader a file would go
+    through (core's ``load_diffusion_model_state_dict``, the pack's ``load_unet_state_dict`` for the
+    8-channel one), handed the checkpoint's keys and shapes as zero-stride views, so that ComfyUI picks
+    the model class, dtype and devices exactly as for the file, without a second copy of 860M weights
+    beside the model; each weight is then set in place to the seeded value the file held (``fill``,
+    rounded to fp16 as the file stored it). The UNet stays in ComfyUI's CPU dtype, fp32: stored in fp16 it
+    would take half the memory but sample about twice as slowly (a cast of every layer at every call).
+    CLIP and VAE come from the tiny checkpoint, which holds the same seeded CLIP-L and VAE. Only one
+    model is alive in this cache at a time: asking for the other kind lets go of the first (3.4 GB)."""
+
+    def __init__(self, paths: dict[str, Path], tiny_checkpoint: Path, instruct_loader) -> None:
+        self.paths = paths
+        self.tiny_checkpoint = tiny_checkpoint
+        self.instruct_loader = instruct_loader  # the pack's models.instruct_loader
+        self._kind: tuple[str, str] | None = None
+        self._loaded: tuple | None = None
+        self._clip_vae: tuple | None = None
+
+    def __getitem__(self, name: str) -> Path:
+        return self.paths[name]
+
+    @staticmethod
+    def _zero_views(module: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+        """The module's keys and shapes as fp16 zero-stride views: what a loader reads, in no memory."""
+        zero = torch.zeros((), dtype=torch.float16)
+        return {prefix + name: zero.expand(t.shape) for name, t in module.state_dict().items()}
+
+    @staticmethod
+    def _fill_in_place(module: torch.nn.Module) -> None:
+        """Every weight to its seeded value (``fill``), rounded to fp16 as the files stored it."""
+        with torch.no_grad():
+            for name, tensor in module.state_dict(keep_vars=True).items():
+                tensor.copy_(fill(name, tensor.shape).to(torch.float16))
+
+    def _unet(self, in_channels: int, weight_dtype: str):
+        import comfy.ops
+        from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+        meta = UNetModel(**dict(FULL_SD15_UNET, in_channels=in_channels), device="meta", operations=comfy.ops.disable_weight_init)
+        shapes = self._zero_views(meta)
+        if in_channels == 4:
+            import comfy.sd
+
+            options = {} if weight_dtype == "default" else {"dtype": loader_dtype(weight_dtype)}
+            model = comfy.sd.load_diffusion_model_state_dict(shapes, model_options=options)
+        else:
+            loader = self.instruct_loader
+            model = loader.load_unet_state_dict(shapes, "full-ip2p-sd15-random (in memory)", loader.Prediction.AUTO, weight_dtype).model
+        self._fill_in_place(model.model.diffusion_model)
+        return model
+
+    def load(self, kind: str = "plain", weight_dtype: str = "default") -> tuple:
+        """(MODEL, CLIP, VAE): the plain 4-channel or the ``instruct`` 8-channel full-size SD1.5 checkpoint,
+        its UNet stored in ComfyUI's default dtype (fp32 on a CPU) or in ``weight_dtype`` ("fp16": half the
+        memory, slower sampling)."""
+        if kind not in ("plain", "instruct") or weight_dtype not in ("default", "fp16"):
+            raise ValueError(f"kind is 'plain' or 'instruct' and weight_dtype 'default' or 'fp16', not {kind!r}, {weight_dtype!r}")
+        if self._kind != (kind, weight_dtype):
+            self.release()
+            if self._clip_vae is None:
+                import comfy.sd
+
+                # CLIP stored in fp16 (the file's values; ComfyUI computes it in fp32 on a CPU, with the same numbers)
+                _, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
+                    str(self.tiny_checkpoint), output_model=False, te_model_options={"dtype": torch.float16}
+                )
+                self._clip_vae = (clip, vae)
+            self._loaded = (self._unet(4 if kind == "plain" else 8, weight_dtype), *self._clip_vae)
+            self._kind = (kind, weight_dtype)
+        return self._loaded
+
+    def model(self, kind: str = "plain"):
+        return self.load(kind)[0]
+
+    def release(self) -> None:
+        """Let go of the cached model (and whatever ComfyUI loaded of it)."""
+        self._kind = self._loaded = None
+        _release_memory()
+
+    def controlnet(self):
+        """A full-size SD1.5 ControlNet through core's state-dict loader, stored in fp16 (0.7 GB; ComfyUI casts
+        it to fp32 per layer). Not cached: one test uses it."""
+        import comfy.controlnet
+
+        views = self._zero_views(_full_controlnet_meta(), "control_model.")
+        control = comfy.controlnet.load_controlnet_state_dict(views, model_options={"dtype": torch.float16})
+        self._fill_in_place(control.control_model)
+        return control
+
+
+def loader_dtype(weight_dtype: str) -> torch.dtype:
+    return {"fp16": torch.float16}[weight_dtype]
+
+
+_FULL: FullSD15 | None = None
+
+
+def full_sd15() -> FullSD15:
+    """The session's ``FullSD15`` (made by ``build_full``); the test loader nodes use it."""
+    if _FULL is None:
+        raise RuntimeError("build_full() has not run: the full-size test models are made by the `full` fixture")
+    return _FULL
+
+
+def build_full(root: Path, spec_mod, instruct_loader) -> FullSD15:
+    """The IP-Adapter-Instruct files (.bin and .safetensors, and a Plus file to refuse) and a LoRA, written once;
+    the full-size UNets and ControlNet come from the returned ``FullSD15``, in memory."""
+    global _FULL
     root = Path(root)
     paths = {name: root / rel for name, rel in FULL_FILES.items()}
-    if not paths["checkpoint"].exists():
-        sd = {"model.diffusion_model." + k: v for k, v in full_unet_state_dict().items()}
-        sd.update(clip_state_dict())
-        sd.update(vae_state_dict())
-        _save(sd, paths["checkpoint"])
-    if not paths["instruct_checkpoint"].exists():
-        sd = {"model.diffusion_model." + k: v for k, v in full_unet_state_dict(in_channels=8).items()}
-        sd.update(clip_state_dict())
-        sd.update(vae_state_dict())
-        _save(sd, paths["instruct_checkpoint"])
-    if not paths["controlnet"].exists():
-        _save(full_controlnet_state_dict(), paths["controlnet"])
     if not paths["adapter_bin"].exists() or not paths["adapter_safetensors"].exists():
         image_proj, ip_layers = ip_instruct_groups(spec_mod)
         _save({"image_proj": image_proj, "ip_adapter": ip_layers}, paths["adapter_bin"])
@@ -474,7 +623,9 @@ def build_full(root: Path, spec_mod) -> dict[str, Path]:
         }
         plus.update({f"ip_adapter.{k}": v for k, v in ip_layers.items()})
         _save(plus, paths["plus_adapter"])
-    return paths
+    if _FULL is None or _FULL.paths != paths:
+        _FULL = FullSD15(paths, build_all(root, only=("checkpoint",))["checkpoint"], instruct_loader)
+    return _FULL
 
 
 def tiny_clip_vision(seed: int = SEED):

@@ -56,10 +56,11 @@ def tiny(comfy):
 
 @pytest.fixture(scope="session")
 def full(comfy):
-    """Full-size SD1.5 checkpoints/ControlNet (random) and IP-Adapter-Instruct files: about 5.5 GB, made once."""
+    """Full-size SD1.5 (random): the IP-Adapter-Instruct files (0.43 GB, written once) and a ``FullSD15`` that
+    builds the UNets and ControlNet in memory, one model at a time (``full.load("plain" | "instruct")``)."""
     import instruct_tiny_models
 
-    return instruct_tiny_models.build_full(comfy.models_dir, comfy.pack("models.ipadapter_instruct"))
+    return instruct_tiny_models.build_full(comfy.models_dir, comfy.pack("models.ipadapter_instruct"), comfy.pack("models.instruct_loader"))
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +71,6 @@ def tiny_diffusers(comfy):
     return instruct_tiny_models.build_diffusers(comfy.models_dir)
 
 
-TRIM_ABOVE_BYTES = 6 << 30
-
-
 def _resident_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:
@@ -81,29 +79,47 @@ def _resident_bytes() -> int:
         return 0
 
 
-@pytest.fixture(autouse=True)
-def _return_freed_memory():
-    """After a test, when the process holds more than 6 GiB: collect, then hand freed heap memory
-    back to the OS (glibc keeps it otherwise).
-
-    The full-size SD1.5 tests free gigabytes in many mid-sized blocks that glibc's heap keeps, so
-    without this the suite's resident memory only grows (it peaked at 22.4 GB on a 24 GB machine;
-    with it, about 17 GB).
-    """
-    yield
-    if not sys.platform.startswith("linux") or _resident_bytes() < TRIM_ABOVE_BYTES:
-        return
+def _hand_back_freed_memory() -> None:
+    """Collect, then hand freed heap pages back to the OS: glibc keeps the mid-sized blocks that model
+    weights and activations are freed in, so without this the process only grows (README, Tests)."""
     import ctypes
     import ctypes.util
     import gc
 
     gc.collect()
-    libc = ctypes.util.find_library("c")
+    libc = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
     if libc:
         try:
             ctypes.CDLL(libc).malloc_trim(0)
         except (OSError, AttributeError):  # not glibc (musl): nothing to trim
             pass
+    _trimmed_at[0] = _resident_bytes()
+
+
+_trimmed_at = [0]
+TRIM_AFTER_GROWTH = 256 << 20
+
+
+@pytest.fixture(autouse=True)
+def _return_freed_memory():
+    """After a test that left the process 256 MiB larger than the last trim: collect and trim."""
+    yield
+    if _resident_bytes() > _trimmed_at[0] + TRIM_AFTER_GROWTH:
+        _hand_back_freed_memory()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_models_after_each_file():
+    """After each test file: the in-memory full-size model (3.4 GB and more) is let go of and ComfyUI
+    unloads what it still holds, so a file never carries what an earlier one loaded."""
+    yield
+    import instruct_tiny_models
+
+    if instruct_tiny_models._FULL is not None:
+        instruct_tiny_models._FULL.release()
+    if "comfy.model_management" in sys.modules:
+        sys.modules["comfy.model_management"].unload_all_models()
+    _hand_back_freed_memory()
 
 
 @pytest.fixture(autouse=True)

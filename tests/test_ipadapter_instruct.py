@@ -26,22 +26,28 @@ def _release_loaded_models():
     mm.soft_empty_cache()
 
 
+class Env(types.SimpleNamespace):
+    """The module's shared inputs. ``model`` is the plain full-size model of the ``full`` fixture's one-model
+    cache, asked for at each use: the instruct tests at the end of the file replace it there."""
+
+    @property
+    def model(self):
+        return self.full.model("plain")
+
+
 @pytest.fixture(scope="module")
 def env(comfy, full):
-    import folder_paths
-
-    import comfy.sd as comfy_sd
     import nodes
 
-    model, clip, vae, _ = comfy_sd.load_checkpoint_guess_config(folder_paths.get_full_path("checkpoints", "full-sd15-random.safetensors"))
+    _, clip, vae = full.load("plain")
     apply_mod = comfy.pack("models.ipadapter_apply")
     adapter = apply_mod.load_adapter(str(full["adapter_bin"]))
     vision = factory.tiny_clip_vision()
     image = torch.rand(1, 96, 80, 3, generator=torch.Generator().manual_seed(3))
     pos = nodes.CLIPTextEncode().encode(clip, "a cat in a garden")[0]
     neg = nodes.CLIPTextEncode().encode(clip, "blurry")[0]
-    return types.SimpleNamespace(
-        model=model,
+    return Env(
+        full=full,
         clip=clip,
         vae=vae,
         adapter=adapter,
@@ -260,7 +266,10 @@ def test_projection_runs_at_apply_time_not_per_step(comfy, env):
 
 
 def _diffusers_unet_from(model):
-    """The same UNet weights in a diffusers UNet2DConditionModel (names through ComfyUI's own map)."""
+    """The same UNet weights in a diffusers UNet2DConditionModel (names through ComfyUI's own map).
+
+    Built empty and handed ComfyUI's own fp32 tensors (``assign``), not a second copy of 860M weights
+    (3.4 GB); neither model writes to its weights."""
     from diffusers import UNet2DConditionModel
 
     import comfy.utils as comfy_utils
@@ -268,8 +277,10 @@ def _diffusers_unet_from(model):
     cfg = dict(factory.FULL_SD15_UNET)
     to_ldm = comfy_utils.unet_to_diffusers(cfg)
     ldm = model.model.diffusion_model.state_dict()
-    unet = UNet2DConditionModel(in_channels=4, cross_attention_dim=768, attention_head_dim=8)
-    unet.load_state_dict({d: ldm[k].float() for d, k in to_ldm.items() if k in ldm}, strict=True)
+    assert all(v.dtype == torch.float32 for v in ldm.values())
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(in_channels=4, cross_attention_dim=768, attention_head_dim=8)
+    unet.load_state_dict({d: ldm[k] for d, k in to_ldm.items() if k in ldm}, strict=True, assign=True)
     return unet.eval()
 
 
@@ -406,9 +417,7 @@ def test_instruct_ip2p_model_routes_positive_tokens_to_full_and_negative_to_the_
     """On an instruct model the dual-CFG branches carry (uncond, uncond, full) token sets. The tiny
     instruct UNet lacks SD1.5's layout, so routing is checked at the guider level."""
     guider_mod = comfy.pack("samplers.guider")
-    import folder_paths
-
-    loaded = comfy.pack("models.instruct_loader").load_instruct(folder_paths.get_full_path("checkpoints", "tiny-ip2p-sd15.safetensors"))
+    loaded = comfy.pack("models.instruct_loader").load_instruct(str(tiny["unet"]))  # the bare UNet file: no CLIP/VAE to load
     guider = guider_mod.InstructDualCFGGuider(loaded.model, comfy.pack("samplers.dual_cfg").ScaleSchedule(7.5, 1.5))
     assert guider.branches == ("uncond", "image_only", "full") and guider.token_sets == ("uncond", "uncond", "full")
     with pytest.raises(comfy.pack("models.errors").InstructInputError, match="no cross-attention layer"):
@@ -619,112 +628,12 @@ def test_attention_mask_limits_where_the_adapter_acts(comfy, env):
     torch.testing.assert_close(masked, base, rtol=1e-5, atol=1e-5)  # all-zero mask: no adapter anywhere
 
 
-def test_lora_controlnet_and_adapter_in_one_graph(comfy, env, full, log_capture):
-    image = comfy.input_image("ip.png", seed=5)
-    g = comfy.graph()
-    ckpt = g.node("CheckpointLoaderSimple", id="ckpt", ckpt_name="full-sd15-random.safetensors")
-    lora = g.node(
-        "LoraLoader",
-        id="lora",
-        model=ckpt.out(0),
-        clip=ckpt.out(1),
-        lora_name="full-lora-sd15-random.safetensors",
-        strength_model=1.0,
-        strength_clip=1.0,
-    )
-    ipl = g.node("IPAdapterInstructLoader", id="ipl", ipadapter_file="ip-adapter-instruct-sd15-random.bin")
-    cv = g.node("InstructTestTinyClipVision", id="cv")
-    img = g.node("LoadImage", id="img", image=image)
-    ipa = g.node(
-        "IPAdapterInstructApply",
-        id="ipa",
-        model=lora.out(0),
-        ipadapter=ipl.out(0),
-        clip_vision=cv.out(0),
-        clip=lora.out(1),
-        image=img.out(0),
-        task="object",
-        instruction="",
-        prompt="a cat",
-        negative_prompt="",
-        weight=0.7,
-        start_at=0.0,
-        end_at=1.0,
-        guidance="auto (as the reference)",
-        instruct_cfg=4.0,
-        image_cfg=1.5,
-        auto_scale=True,
-    )
-    rec = g.node("InstructTestRecordUNetCalls", id="rec", model=ipa.out(0))
-    pos = g.node("CLIPTextEncode", id="pos", clip=lora.out(1), text="a cat")
-    neg = g.node("CLIPTextEncode", id="neg", clip=lora.out(1), text="")
-    cnl = g.node("ControlNetLoader", id="cnl", control_net_name="full-controlnet-sd15-random.safetensors")
-    cna = g.node(
-        "ControlNetApplyAdvanced",
-        id="cna",
-        positive=pos.out(0),
-        negative=neg.out(0),
-        control_net=cnl.out(0),
-        image=img.out(0),
-        strength=1.0,
-        start_percent=0.0,
-        end_percent=1.0,
-    )
-    empty = g.node("EmptyLatentImage", id="empty", width=64, height=64, batch_size=1)
-    ks = g.node(
-        "InstructKSampler",
-        id="ks",
-        model=rec.out(0),
-        seed=1,
-        steps=1,
-        text_cfg=5.0,
-        image_cfg=1.0,
-        sampler_name="euler",
-        scheduler="normal",
-        positive=cna.out(0),
-        negative=cna.out(1),
-        latent_image=empty.out(0),
-        denoise=1.0,
-    )
-    g.node("SaveImage", id="save", images=g.node("VAEDecode", id="dec", samples=ks.out(0), vae=ckpt.out(2)).out(0), filename_prefix="ip")
-    comfy.test_nodes.CALLS.clear()
-    result = comfy.run(g.finalize())
-    calls = list(comfy.test_nodes.CALLS)
-    assert len(calls) == 1 and sorted(calls[0]["branches"]) == [0, 1, 2, 3]  # the 4-branch mode
-    assert all(n > 0 for n in calls[0]["control_chunk_norms"])  # control on every branch
-    assert len(result.output("lora").patches) == 3
-    assert not [m for m in log_capture.messages() if "lora key not loaded" in m]
-    assert torch.isfinite(result.output("dec")).all()
-
-
 def test_adapter_for_another_base_is_refused(comfy, env):
     fake = types.SimpleNamespace(
         spec=types.SimpleNamespace(base="SDXL", resampler=types.SimpleNamespace(output_dim=2048)), source="ip-adapter-instruct-sdxl.bin"
     )
     with pytest.raises(comfy.pack("models.errors").InstructInputError, match="SDXL adapter but the model is SD1.5.*sd15"):
         env.apply_mod.check_base(env.model, fake)
-
-
-def test_adapter_on_a_full_instruct_model_with_the_dual_cfg_path(comfy, env, full):
-    loaded = comfy.pack("models.instruct_loader").load_instruct(str(full["instruct_checkpoint"]))
-    patched = apply_node(env, model=loaded.model, task="style", clip=loaded.clip)
-    cond = (
-        comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-        .execute(
-            positive=env.pos,
-            negative=env.neg,
-            vae=loaded.vae,
-            image=torch.rand(1, 64, 64, 3),
-            size_mode="crop to multiple of 8",
-            latent_output="empty (denoise 1.0)",
-        )
-        .result
-    )
-    with TokenSpy(comfy) as spy:
-        out = run_sampler(comfy, patched, cond[0], cond[1], steps=1, text_cfg=7.5, image_cfg=1.5, lat=cond[2])
-    assert torch.isfinite(out).all()
-    # full branch → the adapter's positive tokens, image-only and unconditional → its negative tokens
-    assert any(sorted(c) == ["full", "uncond", "uncond"] for c in spy.calls)
 
 
 def test_sdxl_encoding_uses_clip_l_alone_at_its_last_layer(comfy, env):
@@ -752,52 +661,6 @@ def test_sdxl_encoding_uses_clip_l_alone_at_its_last_layer(comfy, env):
     default_cond = sdxl_clip.encode_from_tokens(sdxl_clip.tokenize(text))
     assert default_cond.shape[-1] == 2048
     assert not torch.allclose(default_cond[..., :768].float(), on_sd15.float(), atol=1e-2)  # penultimate, no final LN
-
-
-# ---- several reference images on an instruct model (last: its full-size model stays loaded to the end) ----
-
-
-@pytest.fixture(scope="module")
-def instruct_env(comfy, env, full):
-    loaded = comfy.pack("models.instruct_loader").load_instruct(str(full["instruct_checkpoint"]))
-    cond = (
-        comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-        .execute(
-            positive=env.pos,
-            negative=env.neg,
-            vae=loaded.vae,
-            image=torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(4)),
-            size_mode="crop to multiple of 8",
-            latent_output="empty (denoise 1.0)",
-        )
-        .result
-    )
-    return types.SimpleNamespace(loaded=loaded, pos=cond[0], neg=cond[1], lat=cond[2])
-
-
-@pytest.mark.parametrize("count", [3])  # 2 images: test_precision.py
-@pytest.mark.parametrize("task", ["style", "object"])
-@pytest.mark.parametrize("sampler", ["core", "instruct"])
-def test_several_images_sample_the_same_batched_and_unbatched_on_an_instruct_model(
-    comfy, env, instruct_env, count, task, sampler, log_capture
-):
-    ie = instruct_env
-    patched = apply_node(env, model=ie.loaded.model, clip=ie.loaded.clip, image=images(count), task=task)
-
-    def sample(model):
-        if sampler == "core":
-            return _sample_core(model, ie.pos, ie.neg, ie.lat)
-        return run_sampler(comfy, model, ie.pos, ie.neg, steps=1, text_cfg=7.5, image_cfg=1.5, lat=ie.lat)
-
-    patched, calls = recorded(patched)
-    together = sample(patched)
-    if not any(len(c) > 1 for c in calls):
-        pytest.skip("ComfyUI did not batch cond and uncond on this machine (free memory too low)")
-    apart = sample(unbatched(patched))
-    assert torch.isfinite(together).all()
-    assert_batching_changes_nothing(sample, together, apart, ie.loaded.model)
-    if task == "object" and sampler == "instruct":  # the 4-branch request cannot be met on an instruct model
-        assert [m for m in log_capture.messages() if "instruct (8-channel) model, which samples the dual CFG" in m]
 
 
 # ---- with cubiq's IPAdapter (IPAdapter Plus), kept outside the repo -----------------------------
@@ -875,3 +738,142 @@ def test_cubiq_ipadapter_after_instruct_is_refused_with_the_order_that_works(com
     patch = apply_node(env, task="style").model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1, 0)]
     with pytest.raises(errors.InstructInputError, match="Apply the IPAdapter Plus node first"):
         patch.add(lambda *a: 0, sigma_start=1.0, sigma_end=0.0)
+
+
+# ---- LoRA + ControlNet + the adapter in one graph (its UNet stored in fp16: the cache swaps models here) ----
+
+
+def test_lora_controlnet_and_adapter_in_one_graph(comfy, env, full, log_capture):
+    image = comfy.input_image("ip.png", seed=5)
+    g = comfy.graph()
+    # the full-size checkpoint, built in memory; its UNet in fp16 (1.7 GB, not 3.4) beside the ControlNet and a second adapter
+    ckpt = g.node("InstructTestFullSD15", id="ckpt", kind="plain", weight_dtype="fp16")
+    lora = g.node(
+        "LoraLoader",
+        id="lora",
+        model=ckpt.out(0),
+        clip=ckpt.out(1),
+        lora_name="full-lora-sd15-random.safetensors",
+        strength_model=1.0,
+        strength_clip=1.0,
+    )
+    ipl = g.node("IPAdapterInstructLoader", id="ipl", ipadapter_file="ip-adapter-instruct-sd15-random.bin")
+    cv = g.node("InstructTestTinyClipVision", id="cv")
+    img = g.node("LoadImage", id="img", image=image)
+    ipa = g.node(
+        "IPAdapterInstructApply",
+        id="ipa",
+        model=lora.out(0),
+        ipadapter=ipl.out(0),
+        clip_vision=cv.out(0),
+        clip=lora.out(1),
+        image=img.out(0),
+        task="object",
+        instruction="",
+        prompt="a cat",
+        negative_prompt="",
+        weight=0.7,
+        start_at=0.0,
+        end_at=1.0,
+        guidance="auto (as the reference)",
+        instruct_cfg=4.0,
+        image_cfg=1.5,
+        auto_scale=True,
+    )
+    rec = g.node("InstructTestRecordUNetCalls", id="rec", model=ipa.out(0))
+    pos = g.node("CLIPTextEncode", id="pos", clip=lora.out(1), text="a cat")
+    neg = g.node("CLIPTextEncode", id="neg", clip=lora.out(1), text="")
+    cnl = g.node("InstructTestFullControlNet", id="cnl")
+    cna = g.node(
+        "ControlNetApplyAdvanced",
+        id="cna",
+        positive=pos.out(0),
+        negative=neg.out(0),
+        control_net=cnl.out(0),
+        image=img.out(0),
+        strength=1.0,
+        start_percent=0.0,
+        end_percent=1.0,
+    )
+    empty = g.node("EmptyLatentImage", id="empty", width=64, height=64, batch_size=1)
+    ks = g.node(
+        "InstructKSampler",
+        id="ks",
+        model=rec.out(0),
+        seed=1,
+        steps=1,
+        text_cfg=5.0,
+        image_cfg=1.0,
+        sampler_name="euler",
+        scheduler="normal",
+        positive=cna.out(0),
+        negative=cna.out(1),
+        latent_image=empty.out(0),
+        denoise=1.0,
+    )
+    g.node("SaveImage", id="save", images=g.node("VAEDecode", id="dec", samples=ks.out(0), vae=ckpt.out(2)).out(0), filename_prefix="ip")
+    comfy.test_nodes.CALLS.clear()
+    result = comfy.run(g.finalize())
+    calls = list(comfy.test_nodes.CALLS)
+    assert len(calls) == 1 and sorted(calls[0]["branches"]) == [0, 1, 2, 3]  # the 4-branch mode
+    assert all(n > 0 for n in calls[0]["control_chunk_norms"])  # control on every branch
+    assert len(result.output("lora").patches) == 3
+    assert not [m for m in log_capture.messages() if "lora key not loaded" in m]
+    assert torch.isfinite(result.output("dec")).all()
+
+
+# ---- on a full-size instruct model (last: the one-model cache swaps the plain model out for it) ----
+
+
+@pytest.fixture(scope="module")
+def instruct_env(comfy, env, full):
+    model, clip, vae = full.load("instruct")
+    loaded = types.SimpleNamespace(model=model, clip=clip, vae=vae)
+    cond = (
+        comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
+        .execute(
+            positive=env.pos,
+            negative=env.neg,
+            vae=loaded.vae,
+            image=torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(4)),
+            size_mode="crop to multiple of 8",
+            latent_output="empty (denoise 1.0)",
+        )
+        .result
+    )
+    return types.SimpleNamespace(loaded=loaded, pos=cond[0], neg=cond[1], lat=cond[2])
+
+
+def test_adapter_on_a_full_instruct_model_with_the_dual_cfg_path(comfy, env, instruct_env):
+    ie = instruct_env
+    patched = apply_node(env, model=ie.loaded.model, task="style", clip=ie.loaded.clip)
+    with TokenSpy(comfy) as spy:
+        out = run_sampler(comfy, patched, ie.pos, ie.neg, steps=1, text_cfg=7.5, image_cfg=1.5, lat=ie.lat)
+    assert torch.isfinite(out).all()
+    # full branch → the adapter's positive tokens, image-only and unconditional → its negative tokens
+    assert any(sorted(c) == ["full", "uncond", "uncond"] for c in spy.calls)
+
+
+@pytest.mark.parametrize("count", [3])  # 2 images: test_precision.py
+@pytest.mark.parametrize("task", ["style", "object"])
+@pytest.mark.parametrize("sampler", ["core", "instruct"])
+def test_several_images_sample_the_same_batched_and_unbatched_on_an_instruct_model(
+    comfy, env, instruct_env, count, task, sampler, log_capture
+):
+    ie = instruct_env
+    patched = apply_node(env, model=ie.loaded.model, clip=ie.loaded.clip, image=images(count), task=task)
+
+    def sample(model):
+        if sampler == "core":
+            return _sample_core(model, ie.pos, ie.neg, ie.lat)
+        return run_sampler(comfy, model, ie.pos, ie.neg, steps=1, text_cfg=7.5, image_cfg=1.5, lat=ie.lat)
+
+    patched, calls = recorded(patched)
+    together = sample(patched)
+    if not any(len(c) > 1 for c in calls):
+        pytest.skip("ComfyUI did not batch cond and uncond on this machine (free memory too low)")
+    apart = sample(unbatched(patched))
+    assert torch.isfinite(together).all()
+    assert_batching_changes_nothing(sample, together, apart, ie.loaded.model)
+    if task == "object" and sampler == "instruct":  # the 4-branch request cannot be met on an instruct model
+        assert [m for m in log_capture.messages() if "instruct (8-channel) model, which samples the dual CFG" in m]

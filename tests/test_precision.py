@@ -171,6 +171,24 @@ def edit_graph(
     return result, list(comfy.test_nodes.DTYPES)
 
 
+class _ReferenceOutputs:
+    """What the tests read of an fp32 reference run (the image, conditioning, sampler, decoder and composite outputs),
+    kept without the run's executor: it holds the graph's model, CLIP and VAE, 0.7 GB per variant."""
+
+    KEPT = (("ks", 0), ("ks", 1), ("dec", 0), ("comp", 0), ("cond", 0), ("img", 0))
+
+    def __init__(self, result) -> None:
+        self._outputs = {}
+        for node, slot in self.KEPT:
+            try:
+                self._outputs[(node, slot)] = result.output(node, slot)
+            except (KeyError, IndexError):  # not in this variant's graph
+                pass
+
+    def output(self, node: str, slot: int = 0):
+        return self._outputs[(node, slot)]
+
+
 _fp32_runs: dict = {}
 
 
@@ -178,7 +196,7 @@ def run_edit(comfy, mode: str, **variant):
     """The graph in ``mode`` and, once per variant, in fp32 for reference."""
     key = tuple(sorted(variant.items()))
     if key not in _fp32_runs:
-        _fp32_runs[key] = edit_graph(comfy, "fp32", **variant)[0]
+        _fp32_runs[key] = _ReferenceOutputs(edit_graph(comfy, "fp32", **variant)[0])
     result, records = edit_graph(comfy, mode, **variant) if mode != "fp32" else (_fp32_runs[key], None)
     return result, records, _fp32_runs[key]
 
@@ -365,53 +383,25 @@ def comfy_extras_compute(model, mode: str):
 
 # ---- IPAdapter-Instruct: simple and 4-branch, plain and instruct models, one and two reference images --------
 # The adapter needs SD1.5's real 16-layer layout, so these run the full-size (random) UNet, one step at 64×64.
-# Its weights stay stored in fp32 (three stored copies of an 860M UNet would not fit beside the other
-# tests); ModelComputeDtype makes every layer compute in the mode's dtype.
+# Its weights are stored once, in fp16 (the generated weights are fp16 values, so every mode computes from
+# the same numbers as with fp32 storage); ModelComputeDtype makes every layer compute in the mode's dtype.
 
 IP_CASES = {
     "plain_simple_1": ("plain", "style", 1),
     "plain_4branch_1": ("plain", "object", 1),
-    "instruct_simple_1": ("instruct", "style", 1),
     "plain_simple_2": ("plain", "style", 2),
     "plain_4branch_2": ("plain", "object", 2),
+    "instruct_simple_1": ("instruct", "style", 1),  # last: the one-model cache loads the instruct model once
 }
-
-
-class _OneFullModel:
-    """The plain or the instruct full-size model, one at a time: two fp32 SD1.5 UNets (3.4 GB each) side by
-    side set the suite's memory peak (README, Tests)."""
-
-    def __init__(self, comfy, full, plain) -> None:
-        self.comfy, self.full = comfy, full
-        self.kind, self.model = "plain", plain
-
-    def __call__(self, kind: str):
-        if kind != self.kind:
-            import gc
-
-            import comfy.model_management as mm
-            import comfy.sd as comfy_sd
-
-            self.model = None
-            mm.unload_all_models()
-            gc.collect()
-            if kind == "plain":
-                self.model = comfy_sd.load_checkpoint_guess_config(str(self.full["checkpoint"]), output_clip=False, output_vae=False)[0]
-            else:
-                self.model = self.comfy.pack("models.instruct_loader").load_instruct(str(self.full["instruct_checkpoint"])).model
-            self.kind = kind
-        return self.model
 
 
 @pytest.fixture(scope="module")
 def ip_env(comfy, full):
-    import comfy.sd as comfy_sd
     import nodes
 
     import instruct_tiny_models as factory
 
-    # the two full-size checkpoints hold the same CLIP and VAE (the factory's seeded ones)
-    plain, clip, vae, _ = comfy_sd.load_checkpoint_guess_config(str(full["checkpoint"]))
+    _, clip, vae = full.load("plain")  # the instruct model's CLIP and VAE are the same seeded ones
     adapter = comfy.pack("models.ipadapter_apply").load_adapter(str(full["adapter_bin"]))
     images = torch.rand(2, 96, 80, 3, generator=torch.Generator().manual_seed(3))
     pos = nodes.CLIPTextEncode().encode(clip, "a cat in a garden")[0]
@@ -429,7 +419,7 @@ def ip_env(comfy, full):
         .result
     )
     return types.SimpleNamespace(
-        model=_OneFullModel(comfy, full, plain),
+        model=full.model,  # "plain" or "instruct": the full fixture keeps one full-size model alive at a time
         clip=clip,
         adapter=adapter,
         vision=factory.tiny_clip_vision(),

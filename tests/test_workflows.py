@@ -64,15 +64,13 @@ def test_the_checker_catches_broken_workflows(comfy, object_info):
 def substitute(api: dict, image: str, full: bool) -> dict:
     """Point every model input at the test models; 64x64 and 2 steps to keep it quick.
 
-    The adapter workflows get the full-size SD1.5 files (the adapter needs its 16-layer layout) but the
+    The adapter workflows (``full``) get the full-size SD1.5 models, built in memory by a test loader node
+    (the adapter needs its 16-layer layout; loading the checkpoint file is not what they test), and the
     2-layer CLIP vision stand-in: a full-size random ViT-H file (1.3 GB, 2.5 GB in memory) would test only
     core's CLIPVisionLoader."""
     api = copy.deepcopy(api)
     names = {
-        ("InstructUNetLoader", "model_name"): "checkpoints/full-ip2p-sd15-random.safetensors"
-        if full
-        else "checkpoints/tiny-ip2p-sd15.safetensors",
-        ("CheckpointLoaderSimple", "ckpt_name"): "full-sd15-random.safetensors",
+        ("InstructUNetLoader", "model_name"): "checkpoints/tiny-ip2p-sd15.safetensors",
         ("ControlNetLoader", "control_net_name"): "tiny-controlnet-sd15.safetensors",
         ("LoraLoader", "lora_name"): "tiny-lora-sd15.safetensors",
         ("IPAdapterInstructLoader", "ipadapter_file"): "ip-adapter-instruct-sd15-random.bin",
@@ -90,8 +88,14 @@ def substitute(api: dict, image: str, full: bool) -> dict:
     for node in api.values():  # core's CLIP vision loader: the tiny ViT-H-width stand-in the other adapter tests use
         if node["class_type"] == "CLIPVisionLoader":
             node["class_type"], node["inputs"] = "InstructTestTinyClipVision", {}
+    if full:  # same outputs (MODEL, CLIP, VAE) as the loaders they stand in for
+        for node in api.values():
+            kind = {"InstructUNetLoader": "instruct", "CheckpointLoaderSimple": "plain"}.get(node["class_type"])
+            if kind:
+                node["class_type"], node["inputs"] = "InstructTestFullSD15", {"kind": kind}
+        return api
     for node in api.values():  # Instruct Merge: a fine-tune and its base of the tiny instruct model's size
-        if node["class_type"] == "InstructMerge" and not full:
+        if node["class_type"] == "InstructMerge":
             for role, ckpt in (("custom", "tiny-sd15-custom.safetensors"), ("base", "tiny-sd15-base.safetensors")):
                 api[node["inputs"][role][0]]["inputs"]["ckpt_name"] = ckpt
     return api
