@@ -130,6 +130,15 @@ def _run_on_server(opts: argparse.Namespace, workflow: Any, progress: Optional[P
 _SESSION: Any = None
 
 
+def release_models() -> None:
+    """Let the process's session drop the models it keeps between ``main`` calls (ComfyUI stays booted;
+    the next call loads them again). For a long-lived process that is done with editing for a while."""
+    global _SESSION
+    if _SESSION is not None:
+        _SESSION.close()
+        _SESSION = None  # the next call opens a new session on the ComfyUI that stays booted
+
+
 def _session(opts: argparse.Namespace) -> Any:
     """One InProcessSession per process: calling ``main`` again (scripts, tests) reuses ComfyUI and
     the models in its cache instead of loading them again."""

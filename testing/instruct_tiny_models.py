@@ -16,6 +16,7 @@ are written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -233,9 +234,10 @@ def build_all(root: Path, only: Iterable[str] | None = None) -> dict[str, Path]:
         _save(_checkpoint(unet_state_dict()), paths["checkpoint"])
 
     def checkpoint_ema() -> None:
-        # The original InstructPix2Pix layout: a Lightning dict with raw and EMA UNet weights.
+        # The original InstructPix2Pix layout: a Lightning dict with raw and EMA UNet weights. Without CLIP and
+        # VAE (0.4 GB): the EMA tests read the UNet, and a checkpoint's CLIP and VAE are tested on "checkpoint".
         raw = unet_state_dict(seed=SEED + 1)
-        sd = _checkpoint(raw)
+        sd = _unet_only_checkpoint(raw)
         ema = unet_state_dict(seed=SEED)
         for key, value in ema.items():
             sd["model_ema." + ("diffusion_model." + key).replace(".", "")] = value
@@ -482,6 +484,19 @@ def _release_memory() -> None:
             pass
 
 
+def _outside_inference_mode(build):
+    """Build with normal tensors even when first asked for inside a graph (ComfyUI runs nodes under
+    ``torch.inference_mode``): the cached model is used afterwards by direct calls, where autograd refuses
+    inference tensors."""
+
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False):
+            return build(*args, **kwargs)
+
+    return wrapper
+
+
 class FullSD15:
     """The full-size SD1.5 models of the adapter tests, built in memory from the seed, one at a time.
 
@@ -493,16 +508,16 @@ class FullSD15:
     beside the model; each weight is then set in place to the seeded value the file held (``fill``,
     rounded to fp16 as the file stored it). The UNet stays in ComfyUI's CPU dtype, fp32: stored in fp16 it
     would take half the memory but sample about twice as slowly (a cast of every layer at every call).
-    CLIP and VAE come from the tiny checkpoint, which holds the same seeded CLIP-L and VAE. Only one
-    model is alive in this cache at a time: asking for the other kind lets go of the first (3.4 GB)."""
+    CLIP and VAE come from the tiny checkpoint, which holds the same seeded CLIP-L and VAE, each loaded
+    when first asked for. Only one UNet is alive in this cache at a time: asking for another kind or
+    dtype lets go of the first (3.4 GB)."""
 
     def __init__(self, paths: dict[str, Path], tiny_checkpoint: Path, instruct_loader) -> None:
         self.paths = paths
         self.tiny_checkpoint = tiny_checkpoint
         self.instruct_loader = instruct_loader  # the pack's models.instruct_loader
         self._kind: tuple[str, str] | None = None
-        self._loaded: tuple | None = None
-        self._clip_vae: tuple | None = None
+        self._model = self._clip = self._vae = None
 
     def __getitem__(self, name: str) -> Path:
         return self.paths[name]
@@ -520,6 +535,7 @@ class FullSD15:
             for name, tensor in module.state_dict(keep_vars=True).items():
                 tensor.copy_(fill(name, tensor.shape).to(torch.float16))
 
+    @_outside_inference_mode
     def _unet(self, in_channels: int, weight_dtype: str):
         import comfy.ops
         from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
@@ -537,34 +553,50 @@ class FullSD15:
         self._fill_in_place(model.model.diffusion_model)
         return model
 
+    @_outside_inference_mode
+    def clip(self):
+        """The checkpoint's CLIP-L, stored in fp16 (the file's values; ComfyUI computes it in fp32 on a CPU)."""
+        if self._clip is None:
+            import comfy.sd
+
+            self._clip = comfy.sd.load_checkpoint_guess_config(
+                str(self.tiny_checkpoint), output_model=False, output_vae=False, te_model_options={"dtype": torch.float16}
+            )[1]
+        return self._clip
+
+    @_outside_inference_mode
+    def vae(self):
+        """The checkpoint's VAE (loaded when first asked for: most adapter tests never decode)."""
+        if self._vae is None:
+            import comfy.sd
+
+            self._vae = comfy.sd.load_checkpoint_guess_config(str(self.tiny_checkpoint), output_model=False, output_clip=False)[2]
+        return self._vae
+
     def load(self, kind: str = "plain", weight_dtype: str = "default") -> tuple:
         """(MODEL, CLIP, VAE): the plain 4-channel or the ``instruct`` 8-channel full-size SD1.5 checkpoint,
         its UNet stored in ComfyUI's default dtype (fp32 on a CPU) or in ``weight_dtype`` ("fp16": half the
-        memory, slower sampling)."""
+        memory, slower sampling in fp32)."""
+        return self.model(kind, weight_dtype), self.clip(), self.vae()
+
+    def model(self, kind: str = "plain", weight_dtype: str = "default"):
+        """The UNet alone (the one model of the cache; asking for another kind or dtype replaces it)."""
         if kind not in ("plain", "instruct") or weight_dtype not in ("default", "fp16"):
             raise ValueError(f"kind is 'plain' or 'instruct' and weight_dtype 'default' or 'fp16', not {kind!r}, {weight_dtype!r}")
         if self._kind != (kind, weight_dtype):
-            self.release()
-            if self._clip_vae is None:
-                import comfy.sd
-
-                # CLIP stored in fp16 (the file's values; ComfyUI computes it in fp32 on a CPU, with the same numbers)
-                _, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
-                    str(self.tiny_checkpoint), output_model=False, te_model_options={"dtype": torch.float16}
-                )
-                self._clip_vae = (clip, vae)
-            self._loaded = (self._unet(4 if kind == "plain" else 8, weight_dtype), *self._clip_vae)
+            self.release(keep_clip_vae=True)
+            self._model = self._unet(4 if kind == "plain" else 8, weight_dtype)
             self._kind = (kind, weight_dtype)
-        return self._loaded
+        return self._model
 
-    def model(self, kind: str = "plain"):
-        return self.load(kind)[0]
-
-    def release(self) -> None:
-        """Let go of the cached model (and whatever ComfyUI loaded of it)."""
-        self._kind = self._loaded = None
+    def release(self, keep_clip_vae: bool = False) -> None:
+        """Let go of the cached model (and whatever ComfyUI loaded of it), and of CLIP and VAE unless kept."""
+        self._kind = self._model = None
+        if not keep_clip_vae:
+            self._clip = self._vae = None
         _release_memory()
 
+    @_outside_inference_mode
     def controlnet(self):
         """A full-size SD1.5 ControlNet through core's state-dict loader, stored in fp16 (0.7 GB; ComfyUI casts
         it to fp32 per layer). Not cached: one test uses it."""

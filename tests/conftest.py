@@ -110,13 +110,16 @@ def _return_freed_memory():
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_models_after_each_file():
-    """After each test file: the in-memory full-size model (3.4 GB and more) is let go of and ComfyUI
-    unloads what it still holds, so a file never carries what an earlier one loaded."""
+    """After each test file: the in-memory full-size model (3.4 GB and more) is let go of, the runner's
+    per-process session drops its models, and ComfyUI unloads what it still holds, so a file never carries
+    what an earlier one loaded."""
     yield
     import instruct_tiny_models
 
     if instruct_tiny_models._FULL is not None:
         instruct_tiny_models._FULL.release()
+    if "run_workflow" in sys.modules:  # the runner's per-process session keeps its last graph's models
+        sys.modules["run_workflow"].release_models()
     if "comfy.model_management" in sys.modules:
         sys.modules["comfy.model_management"].unload_all_models()
     _hand_back_freed_memory()

@@ -39,7 +39,7 @@ class Env(types.SimpleNamespace):
 def env(comfy, full):
     import nodes
 
-    _, clip, vae = full.load("plain")
+    clip = full.clip()  # the UNet is loaded at its first use (Env.model), after the tests that need none
     apply_mod = comfy.pack("models.ipadapter_apply")
     adapter = apply_mod.load_adapter(str(full["adapter_bin"]))
     vision = factory.tiny_clip_vision()
@@ -49,7 +49,6 @@ def env(comfy, full):
     return Env(
         full=full,
         clip=clip,
-        vae=vae,
         adapter=adapter,
         vision=vision,
         image=image,

@@ -381,7 +381,67 @@ def comfy_extras_compute(model, mode: str):
     return nodes.NODE_CLASS_MAPPINGS["ModelComputeDtype"]().patch(model, mode)[0]
 
 
+# ---- blends in fp32 whatever the inputs' dtype ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", HALF)
+def test_composite_blends_a_half_edit_in_fp32_and_keeps_the_original_bits_outside(mode):
+    from conftest import pure
+
+    image_latent = pure("models.image_latent")
+    g = torch.Generator().manual_seed(1)
+    original, edited = torch.rand(1, 24, 24, 3, generator=g), torch.rand(1, 24, 24, 3, generator=g)
+    mask = torch.zeros(1, 24, 24)
+    mask[:, 4:20, 6:18] = 1.0
+
+    def composite(e, o):
+        return image_latent.composite_into_original(e, o, mask, 3, image_latent.SizeMode.CROP, None)
+
+    got = composite(edited.to(DTYPE[mode]), original)
+    expected = composite(edited.to(DTYPE[mode]).float(), original)  # the same half edit, blended in fp32
+    assert got.dtype == torch.float32
+    assert torch.equal(got, expected)
+    assert torch.equal(got[:, mask[0] == 0], original[:, mask[0] == 0])
+    # a half original comes back with its own values outside (exactly representable in fp32)
+    half_original = original.to(DTYPE[mode])
+    out = composite(edited, half_original)
+    assert torch.equal(out[:, mask[0] == 0], half_original.float()[:, mask[0] == 0])
+
+
+@pytest.mark.parametrize("mode", HALF)
+def test_region_blend_with_a_half_latent_keeps_the_input_latent_outside(comfy, tiny, mode):
+    """A half LATENT makes ComfyUI's noise and first x half; the region blend still works in fp32, so
+    the result outside the region is the input's latent as closely as with an fp32 latent."""
+    import nodes
+
+    loaded = comfy.pack("models.instruct_loader").load_instruct(str(tiny["checkpoint"]))
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(5))
+    pos = nodes.CLIPTextEncode().encode(loaded.clip, "make it winter")[0]
+    neg = nodes.CLIPTextEncode().encode(loaded.clip, "")[0]
+    c = (
+        comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
+        .execute(
+            positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)"
+        )
+        .result
+    )
+    region = torch.zeros(1, 64, 64)
+    region[:, 16:48, 8:40] = 1.0
+    latent = {"samples": c[2]["samples"].to(DTYPE[mode])}
+    out = (
+        comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
+        .execute(model=loaded.model, positive=c[0], negative=c[1], latent_image=latent, region_mask=region, region_feather=8, **SAMPLING)
+        .result[0]["samples"]
+    )
+    image_latent = c[0][0][1]["concat_latent_image"]
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[2:6, 1:5] = False
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float()[..., outside], image_latent[..., outside], rtol=1e-5, atol=1e-5)
+
+
 # ---- IPAdapter-Instruct: simple and 4-branch, plain and instruct models, one and two reference images --------
+# (last in the file: its full-size model stays loaded to the end)
 # The adapter needs SD1.5's real 16-layer layout, so these run the full-size (random) UNet, one step at 64×64.
 # Its weights are stored once, in fp16 (the generated weights are fp16 values, so every mode computes from
 # the same numbers as with fp32 storage); ModelComputeDtype makes every layer compute in the mode's dtype.
@@ -401,7 +461,7 @@ def ip_env(comfy, full):
 
     import instruct_tiny_models as factory
 
-    _, clip, vae = full.load("plain")  # the instruct model's CLIP and VAE are the same seeded ones
+    clip, vae = full.clip(), full.vae()  # the plain and instruct models' CLIP and VAE are the same seeded ones
     adapter = comfy.pack("models.ipadapter_apply").load_adapter(str(full["adapter_bin"]))
     images = torch.rand(2, 96, 80, 3, generator=torch.Generator().manual_seed(3))
     pos = nodes.CLIPTextEncode().encode(clip, "a cat in a garden")[0]
@@ -482,62 +542,3 @@ def test_ipadapter_instruct_in_every_precision(comfy, ip_env, case, mode):
         assert records and all(r["activation"] == DTYPE[mode] and r["output"] == torch.float32 for r in records), records
         assert len(records) == 1  # one step: all branches in one batched call
     assert_close_to_fp32(out, ip_env.ref[case], mode, f"IPAdapter-Instruct {case}")
-
-
-# ---- blends in fp32 whatever the inputs' dtype ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize("mode", HALF)
-def test_composite_blends_a_half_edit_in_fp32_and_keeps_the_original_bits_outside(mode):
-    from conftest import pure
-
-    image_latent = pure("models.image_latent")
-    g = torch.Generator().manual_seed(1)
-    original, edited = torch.rand(1, 24, 24, 3, generator=g), torch.rand(1, 24, 24, 3, generator=g)
-    mask = torch.zeros(1, 24, 24)
-    mask[:, 4:20, 6:18] = 1.0
-
-    def composite(e, o):
-        return image_latent.composite_into_original(e, o, mask, 3, image_latent.SizeMode.CROP, None)
-
-    got = composite(edited.to(DTYPE[mode]), original)
-    expected = composite(edited.to(DTYPE[mode]).float(), original)  # the same half edit, blended in fp32
-    assert got.dtype == torch.float32
-    assert torch.equal(got, expected)
-    assert torch.equal(got[:, mask[0] == 0], original[:, mask[0] == 0])
-    # a half original comes back with its own values outside (exactly representable in fp32)
-    half_original = original.to(DTYPE[mode])
-    out = composite(edited, half_original)
-    assert torch.equal(out[:, mask[0] == 0], half_original.float()[:, mask[0] == 0])
-
-
-@pytest.mark.parametrize("mode", HALF)
-def test_region_blend_with_a_half_latent_keeps_the_input_latent_outside(comfy, tiny, mode):
-    """A half LATENT makes ComfyUI's noise and first x half; the region blend still works in fp32, so
-    the result outside the region is the input's latent as closely as with an fp32 latent."""
-    import nodes
-
-    loaded = comfy.pack("models.instruct_loader").load_instruct(str(tiny["checkpoint"]))
-    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(5))
-    pos = nodes.CLIPTextEncode().encode(loaded.clip, "make it winter")[0]
-    neg = nodes.CLIPTextEncode().encode(loaded.clip, "")[0]
-    c = (
-        comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-        .execute(
-            positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)"
-        )
-        .result
-    )
-    region = torch.zeros(1, 64, 64)
-    region[:, 16:48, 8:40] = 1.0
-    latent = {"samples": c[2]["samples"].to(DTYPE[mode])}
-    out = (
-        comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
-        .execute(model=loaded.model, positive=c[0], negative=c[1], latent_image=latent, region_mask=region, region_feather=8, **SAMPLING)
-        .result[0]["samples"]
-    )
-    image_latent = c[0][0][1]["concat_latent_image"]
-    outside = torch.ones(8, 8, dtype=torch.bool)
-    outside[2:6, 1:5] = False
-    assert torch.isfinite(out).all()
-    torch.testing.assert_close(out.float()[..., outside], image_latent[..., outside], rtol=1e-5, atol=1e-5)
