@@ -130,31 +130,6 @@ def _resident_mib() -> float:
         return int(f.read().split()[1]) * 4096 / 2**20
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/statm")
-def test_applies_outside_inference_mode_leave_nothing_alive(comfy, env):
-    """ComfyUI runs nodes under inference mode; a script calling the node directly does not. The
-    projection used to record an autograd graph there that kept the encoders' fp32 weight copies alive:
-    about 0.4 GB more resident memory after every apply, freed by nothing."""
-    import ctypes
-    import gc
-
-    import comfy.model_management as mm
-
-    def settle() -> float:
-        mm.unload_all_models()
-        gc.collect()
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        return _resident_mib()
-
-    assert torch.is_grad_enabled()
-    apply_node(env)
-    before = settle()
-    for _ in range(3):
-        apply_node(env)
-    grown = settle() - before
-    assert grown < 150, f"three applies left {grown:.0f} MiB alive"
-
-
 # ---- loading ----------------------------------------------------------------------------------
 
 
@@ -229,6 +204,34 @@ def test_unconditional_image_is_zero_after_normalisation(comfy, env):
     black = env.apply_mod.image_hidden(env.vision, torch.zeros(1, 224, 224, 3))
     assert tuple(zero.shape) == (1, 257, 1280)
     assert not torch.allclose(zero, black)  # a black picture is not the mean-grey zero input
+
+
+# ---- applying outside inference mode (the first test that loads the full-size UNet: those above need none) ----
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_applies_outside_inference_mode_leave_nothing_alive(comfy, env):
+    """ComfyUI runs nodes under inference mode; a script calling the node directly does not. The
+    projection used to record an autograd graph there that kept the encoders' fp32 weight copies alive:
+    about 0.4 GB more resident memory after every apply, freed by nothing."""
+    import ctypes
+    import gc
+
+    import comfy.model_management as mm
+
+    def settle() -> float:
+        mm.unload_all_models()
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return _resident_mib()
+
+    assert torch.is_grad_enabled()
+    apply_node(env)
+    before = settle()
+    for _ in range(3):
+        apply_node(env)
+    grown = settle() - before
+    assert grown < 150, f"three applies left {grown:.0f} MiB alive"
 
 
 # ---- patching ---------------------------------------------------------------------------------
@@ -635,33 +638,6 @@ def test_adapter_for_another_base_is_refused(comfy, env):
         env.apply_mod.check_base(env.model, fake)
 
 
-def test_sdxl_encoding_uses_clip_l_alone_at_its_last_layer(comfy, env):
-    """On an SDXL CLIP the adapter's text inputs are CLIP-L's last-layer (final-LN) states — the same
-    numbers the SD1.5 path gives for the same CLIP-L weights — not the 2048-d SDXL conditioning.
-    (CLIP-G is shrunk to 3 layers here; only CLIP-L's half is used.)"""
-    import comfy.sd as comfy_sd
-    import comfy.supported_models as sm
-
-    target = sm.SDXL(dict(sm.SDXL.unet_config)).clip_target()
-    sdxl_clip = comfy_sd.CLIP(target, model_options={"clip_g_model_config": {"num_hidden_layers": 3}})
-    prefix = "clip_l.transformer."
-    l_weights = {k[len(prefix) :]: v for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
-    missing, _ = sdxl_clip.cond_stage_model.clip_l.load_sd(l_weights)
-    assert not [m for m in missing if "position_ids" not in m]
-    g_weights = {}
-    for name, tensor in sdxl_clip.cond_stage_model.clip_g.state_dict().items():
-        g_weights[name] = tensor if name.endswith("position_ids") else factory.fill("g." + name, tensor.shape).to(tensor.dtype)
-    sdxl_clip.cond_stage_model.clip_g.load_state_dict(g_weights, strict=False)
-    text = "use the composition"
-    on_sdxl = env.apply_mod.clip_l_last_hidden(sdxl_clip, text)
-    on_sd15 = env.apply_mod.clip_l_last_hidden(env.clip, text)
-    assert tuple(on_sdxl.shape) == (1, 77, 768)
-    torch.testing.assert_close(on_sdxl, on_sd15, rtol=1e-4, atol=1e-4)
-    default_cond = sdxl_clip.encode_from_tokens(sdxl_clip.tokenize(text))
-    assert default_cond.shape[-1] == 2048
-    assert not torch.allclose(default_cond[..., :768].float(), on_sd15.float(), atol=1e-2)  # penultimate, no final LN
-
-
 # ---- with cubiq's IPAdapter (IPAdapter Plus), kept outside the repo -----------------------------
 
 
@@ -821,12 +797,12 @@ def test_lora_controlnet_and_adapter_in_one_graph(comfy, env, full, log_capture)
     assert torch.isfinite(result.output("dec")).all()
 
 
-# ---- on a full-size instruct model (last: the one-model cache swaps the plain model out for it) ----
+# ---- on a full-size instruct model (after the plain-model tests: the one-model cache swaps the plain model out) ----
 
 
 @pytest.fixture(scope="module")
 def instruct_env(comfy, env, full):
-    model, clip, vae = full.load("instruct")
+    model, clip, vae = full.load("instruct", "fp16")  # UNet stored in fp16 (1.7 GB, not 3.4): the file's memory peak
     loaded = types.SimpleNamespace(model=model, clip=clip, vae=vae)
     cond = (
         comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
@@ -876,3 +852,33 @@ def test_several_images_sample_the_same_batched_and_unbatched_on_an_instruct_mod
     assert_batching_changes_nothing(sample, together, apart, ie.loaded.model)
     if task == "object" and sampler == "instruct":  # the 4-branch request cannot be met on an instruct model
         assert [m for m in log_capture.messages() if "instruct (8-channel) model, which samples the dual CFG" in m]
+
+
+# ---- SDXL text encoding (at the end: its SDXL CLIP takes 1.2 GB while it runs, beside the smallest UNet) ----
+
+
+def test_sdxl_encoding_uses_clip_l_alone_at_its_last_layer(comfy, env):
+    """On an SDXL CLIP the adapter's text inputs are CLIP-L's last-layer (final-LN) states — the same
+    numbers the SD1.5 path gives for the same CLIP-L weights — not the 2048-d SDXL conditioning.
+    (CLIP-G is shrunk to 3 layers here; only CLIP-L's half is used.)"""
+    import comfy.sd as comfy_sd
+    import comfy.supported_models as sm
+
+    target = sm.SDXL(dict(sm.SDXL.unet_config)).clip_target()
+    sdxl_clip = comfy_sd.CLIP(target, model_options={"clip_g_model_config": {"num_hidden_layers": 3}})
+    prefix = "clip_l.transformer."
+    l_weights = {k[len(prefix) :]: v for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
+    missing, _ = sdxl_clip.cond_stage_model.clip_l.load_sd(l_weights)
+    assert not [m for m in missing if "position_ids" not in m]
+    g_weights = {}
+    for name, tensor in sdxl_clip.cond_stage_model.clip_g.state_dict().items():
+        g_weights[name] = tensor if name.endswith("position_ids") else factory.fill("g." + name, tensor.shape).to(tensor.dtype)
+    sdxl_clip.cond_stage_model.clip_g.load_state_dict(g_weights, strict=False)
+    text = "use the composition"
+    on_sdxl = env.apply_mod.clip_l_last_hidden(sdxl_clip, text)
+    on_sd15 = env.apply_mod.clip_l_last_hidden(env.clip, text)
+    assert tuple(on_sdxl.shape) == (1, 77, 768)
+    torch.testing.assert_close(on_sdxl, on_sd15, rtol=1e-4, atol=1e-4)
+    default_cond = sdxl_clip.encode_from_tokens(sdxl_clip.tokenize(text))
+    assert default_cond.shape[-1] == 2048
+    assert not torch.allclose(default_cond[..., :768].float(), on_sd15.float(), atol=1e-2)  # penultimate, no final LN

@@ -479,7 +479,8 @@ def ip_env(comfy, full):
         .result
     )
     return types.SimpleNamespace(
-        model=full.model,  # "plain" or "instruct": the full fixture keeps one full-size model alive at a time
+        # "plain" or "instruct", stored in fp16: the full fixture keeps one full-size model alive at a time
+        model=lambda kind: full.model(kind, "fp16"),
         clip=clip,
         adapter=adapter,
         vision=factory.tiny_clip_vision(),

@@ -88,11 +88,11 @@ def substitute(api: dict, image: str, full: bool) -> dict:
     for node in api.values():  # core's CLIP vision loader: the tiny ViT-H-width stand-in the other adapter tests use
         if node["class_type"] == "CLIPVisionLoader":
             node["class_type"], node["inputs"] = "InstructTestTinyClipVision", {}
-    if full:  # same outputs (MODEL, CLIP, VAE) as the loaders they stand in for
+    if full:  # same outputs (MODEL, CLIP, VAE) as the loaders they stand in for; the UNet stored in fp16 (1.7 GB, not 3.4)
         for node in api.values():
             kind = {"InstructUNetLoader": "instruct", "CheckpointLoaderSimple": "plain"}.get(node["class_type"])
             if kind:
-                node["class_type"], node["inputs"] = "InstructTestFullSD15", {"kind": kind}
+                node["class_type"], node["inputs"] = "InstructTestFullSD15", {"kind": kind, "weight_dtype": "fp16"}
         return api
     for node in api.values():  # Instruct Merge: a fine-tune and its base of the tiny instruct model's size
         if node["class_type"] == "InstructMerge":
