@@ -506,8 +506,10 @@ class FullSD15:
     8-channel one), handed the checkpoint's keys and shapes as zero-stride views, so that ComfyUI picks
     the model class, dtype and devices exactly as for the file, without a second copy of 860M weights
     beside the model; each weight is then set in place to the seeded value the file held (``fill``,
-    rounded to fp16 as the file stored it). The UNet stays in ComfyUI's CPU dtype, fp32: stored in fp16 it
-    would take half the memory but sample about twice as slowly (a cast of every layer at every call).
+    rounded to fp16 as the file stored it). The UNet is stored in ComfyUI's CPU dtype, fp32, unless asked for
+    in fp16: half the memory (1.7 GB), each layer cast to fp32 as it runs. The adapter tests' plain model stays
+    fp32 (their diffusers reference UNet shares its tensors); the precision, workflow, LoRA/ControlNet and
+    instruct-model tests ask for fp16.
     CLIP and VAE come from the tiny checkpoint, which holds the same seeded CLIP-L and VAE, each loaded
     when first asked for. Only one UNet is alive in this cache at a time: asking for another kind or
     dtype lets go of the first (3.4 GB)."""

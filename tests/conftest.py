@@ -112,7 +112,10 @@ def _return_freed_memory():
 def _release_models_after_each_file():
     """After each test file: the in-memory full-size model (3.4 GB and more) is let go of, the runner's
     per-process session drops its models, and ComfyUI unloads what it still holds, so a file never carries
-    what an earlier one loaded."""
+    what an earlier one loaded. The previous file's module fixtures (its tiny models: 0.7 GB) are only freed
+    after its teardown, once pytest drops its last test's fixture values, so the heap is trimmed again here,
+    at the start of the next file."""
+    _hand_back_freed_memory()
     yield
     import instruct_tiny_models
 
