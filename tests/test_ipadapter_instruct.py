@@ -159,54 +159,7 @@ def test_corrupt_adapter_is_refused(comfy, full, tmp_path):
         comfy.pack("models.ipadapter_apply").load_adapter(str(bad))
 
 
-# ---- encodings ----------------------------------------------------------------------------------
-
-
-def test_text_encoding_is_clip_l_last_layer_77_tokens_without_weights(comfy, env):
-    """Against transformers' CLIPTextModel on the same weights: last_hidden_state, 77 tokens, truncated,
-    padded with the end token, parentheses taken literally; a CLIPSetLastLayer upstream changes nothing."""
-    import os
-
-    import comfy.sd1_clip as sd1_clip
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    tok_dir = os.path.join(os.path.dirname(sd1_clip.__file__), "sd1_tokenizer")
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77)
-    hf = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_attention_heads=12,
-            num_hidden_layers=12,
-            max_position_embeddings=77,
-            vocab_size=49408,
-            hidden_act="quick_gelu",
-        )
-    )
-    prefix = "clip_l.transformer." if any(k.startswith("text_model.") for k in hf.state_dict()) else "clip_l.transformer.text_model."
-    sd = {k[len(prefix) :]: v.float() for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
-    missing, _ = hf.load_state_dict(sd, strict=False)
-    assert not [m for m in missing if "position_ids" not in m]
-    text = "a (red:1.5) " + "house " * 90  # weight syntax and more than 77 tokens
-    ids = tokenizer(text, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-    ids[ids == tokenizer.pad_token_id] = tokenizer.eos_token_id  # SD pads with the end token
-    with torch.no_grad():
-        expected = hf(ids).last_hidden_state
-    skipped = env.clip.clone()
-    skipped.clip_layer(-2)
-    got = env.apply_mod.clip_l_last_hidden(skipped, text)
-    assert tuple(got.shape) == (1, 77, 768)
-    torch.testing.assert_close(got.float(), expected, rtol=1e-3, atol=1e-3)
-
-
-def test_unconditional_image_is_zero_after_normalisation(comfy, env):
-    zero = env.apply_mod.zero_image_hidden(env.vision)
-    black = env.apply_mod.image_hidden(env.vision, torch.zeros(1, 224, 224, 3))
-    assert tuple(zero.shape) == (1, 257, 1280)
-    assert not torch.allclose(zero, black)  # a black picture is not the mean-grey zero input
-
-
-# ---- applying outside inference mode (the first test that loads the full-size UNet: those above need none) ----
+# ---- applying outside inference mode (the first test that loads the full-size UNet) ----
 
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/statm")
@@ -852,6 +805,53 @@ def test_several_images_sample_the_same_batched_and_unbatched_on_an_instruct_mod
     assert_batching_changes_nothing(sample, together, apart, ie.loaded.model)
     if task == "object" and sampler == "instruct":  # the 4-branch request cannot be met on an instruct model
         assert [m for m in log_capture.messages() if "instruct (8-channel) model, which samples the dual CFG" in m]
+
+
+# ---- encodings (at the end, beside the smallest UNet: their reference encoders would add to the fp32 UNet's peak) ----
+
+
+def test_text_encoding_is_clip_l_last_layer_77_tokens_without_weights(comfy, env):
+    """Against transformers' CLIPTextModel on the same weights: last_hidden_state, 77 tokens, truncated,
+    padded with the end token, parentheses taken literally; a CLIPSetLastLayer upstream changes nothing."""
+    import os
+
+    import comfy.sd1_clip as sd1_clip
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    tok_dir = os.path.join(os.path.dirname(sd1_clip.__file__), "sd1_tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77)
+    hf = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            max_position_embeddings=77,
+            vocab_size=49408,
+            hidden_act="quick_gelu",
+        )
+    )
+    prefix = "clip_l.transformer." if any(k.startswith("text_model.") for k in hf.state_dict()) else "clip_l.transformer.text_model."
+    sd = {k[len(prefix) :]: v.float() for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
+    missing, _ = hf.load_state_dict(sd, strict=False)
+    assert not [m for m in missing if "position_ids" not in m]
+    text = "a (red:1.5) " + "house " * 90  # weight syntax and more than 77 tokens
+    ids = tokenizer(text, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    ids[ids == tokenizer.pad_token_id] = tokenizer.eos_token_id  # SD pads with the end token
+    with torch.no_grad():
+        expected = hf(ids).last_hidden_state
+    skipped = env.clip.clone()
+    skipped.clip_layer(-2)
+    got = env.apply_mod.clip_l_last_hidden(skipped, text)
+    assert tuple(got.shape) == (1, 77, 768)
+    torch.testing.assert_close(got.float(), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_unconditional_image_is_zero_after_normalisation(comfy, env):
+    zero = env.apply_mod.zero_image_hidden(env.vision)
+    black = env.apply_mod.image_hidden(env.vision, torch.zeros(1, 224, 224, 3))
+    assert tuple(zero.shape) == (1, 257, 1280)
+    assert not torch.allclose(zero, black)  # a black picture is not the mean-grey zero input
 
 
 # ---- SDXL text encoding (at the end: its SDXL CLIP takes 1.2 GB while it runs, beside the smallest UNet) ----
