@@ -89,6 +89,17 @@ FILES = {
 
 #: What makes the tiny UNet an SD2-class one for ComfyUI's detection.
 SD2_OVERRIDES = dict(in_channels=4, context_dim=1024, use_linear_in_transformer=True, num_heads=-1, num_head_channels=64)
+#: CLIP-L's text model in transformers' terms (the diffusers pipeline's text encoder, and the tests' reference).
+CLIP_L_TEXT_CONFIG = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    num_attention_heads=12,
+    num_hidden_layers=12,
+    max_position_embeddings=77,
+    vocab_size=49408,
+    projection_dim=768,
+    hidden_act="quick_gelu",
+)
 BASE_SEED, TUNE_SEED, TUNE_SCALE = SEED + 20, SEED + 21, 0.05
 
 
@@ -204,7 +215,7 @@ def _unet_only_checkpoint(unet: dict) -> dict:
 
 
 def _checkpoint(unet: dict) -> dict:
-    sd = {"model.diffusion_model." + k: v for k, v in unet.items()}
+    sd = _unet_only_checkpoint(unet)
     sd.update(clip_state_dict())
     sd.update(vae_state_dict())
     return sd
@@ -323,18 +334,7 @@ def _write_pipeline(folder: Path, unet) -> None:
         latent_channels=4,
     )
     vae.half().save_pretrained(folder / "vae")
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_attention_heads=12,
-            num_hidden_layers=12,
-            max_position_embeddings=77,
-            vocab_size=49408,
-            projection_dim=768,
-            hidden_act="quick_gelu",
-        )
-    )
+    text = CLIPTextModel(CLIPTextConfig(**CLIP_L_TEXT_CONFIG))
     text.half().save_pretrained(folder / "text_encoder")
     (folder / "model_index.json").write_text(
         json.dumps(
@@ -459,29 +459,33 @@ def ip_instruct_groups(spec_mod, seed: int = SEED, dtype: torch.dtype = torch.fl
 
 def full_checkpoint_state_dict(in_channels: int = 4, seed: int = SEED) -> dict[str, torch.Tensor]:
     """A full-size SD1.5 checkpoint's tensors (UNet, CLIP-L, VAE) in the ldm layout, fp16."""
-    sd = {"model.diffusion_model." + k: v for k, v in full_unet_state_dict(seed, in_channels).items()}
-    sd.update(clip_state_dict())
-    sd.update(vae_state_dict())
-    return sd
+    return _checkpoint(full_unet_state_dict(seed, in_channels))
 
 
-def _release_memory() -> None:
-    """Unload what ComfyUI holds, collect, and hand freed heap pages back to the OS (glibc keeps them)."""
+def trim_heap() -> None:
+    """Collect, then hand freed heap pages back to the OS: glibc keeps the mid-sized blocks that model
+    weights and activations are freed in, so without this a test process only grows (README, Tests)."""
     import ctypes
     import ctypes.util
     import gc
+    import sys
 
-    import comfy.model_management as mm
-
-    mm.unload_all_models()
     gc.collect()
-    mm.soft_empty_cache()
-    libc = ctypes.util.find_library("c")
+    libc = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
     if libc:
         try:
             ctypes.CDLL(libc).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc: nothing to trim
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
             pass
+
+
+def _release_memory() -> None:
+    """Unload what ComfyUI holds, then trim the heap."""
+    import comfy.model_management as mm
+
+    mm.unload_all_models()
+    mm.soft_empty_cache()
+    trim_heap()
 
 
 def _outside_inference_mode(build):
@@ -547,7 +551,7 @@ class FullSD15:
         if in_channels == 4:
             import comfy.sd
 
-            options = {} if weight_dtype == "default" else {"dtype": loader_dtype(weight_dtype)}
+            options = {} if weight_dtype == "default" else {"dtype": torch.float16}
             model = comfy.sd.load_diffusion_model_state_dict(shapes, model_options=options)
         else:
             loader = self.instruct_loader
@@ -578,7 +582,7 @@ class FullSD15:
     def load(self, kind: str = "plain", weight_dtype: str = "default") -> tuple:
         """(MODEL, CLIP, VAE): the plain 4-channel or the ``instruct`` 8-channel full-size SD1.5 checkpoint,
         its UNet stored in ComfyUI's default dtype (fp32 on a CPU) or in ``weight_dtype`` ("fp16": half the
-        memory, slower sampling in fp32)."""
+        memory, each layer cast to fp32 as it runs)."""
         return self.model(kind, weight_dtype), self.clip(), self.vae()
 
     def model(self, kind: str = "plain", weight_dtype: str = "default"):
@@ -608,10 +612,6 @@ class FullSD15:
         control = comfy.controlnet.load_controlnet_state_dict(views, model_options={"dtype": torch.float16})
         self._fill_in_place(control.control_model)
         return control
-
-
-def loader_dtype(weight_dtype: str) -> torch.dtype:
-    return {"fp16": torch.float16}[weight_dtype]
 
 
 _FULL: FullSD15 | None = None

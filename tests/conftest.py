@@ -80,19 +80,10 @@ def _resident_bytes() -> int:
 
 
 def _hand_back_freed_memory() -> None:
-    """Collect, then hand freed heap pages back to the OS: glibc keeps the mid-sized blocks that model
-    weights and activations are freed in, so without this the process only grows (README, Tests)."""
-    import ctypes
-    import ctypes.util
-    import gc
+    """Collect and trim the heap (``instruct_tiny_models.trim_heap``), and note the size it left."""
+    import instruct_tiny_models
 
-    gc.collect()
-    libc = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-    if libc:
-        try:
-            ctypes.CDLL(libc).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
-            pass
+    instruct_tiny_models.trim_heap()
     _trimmed_at[0] = _resident_bytes()
 
 

@@ -820,17 +820,7 @@ def test_text_encoding_is_clip_l_last_layer_77_tokens_without_weights(comfy, env
 
     tok_dir = os.path.join(os.path.dirname(sd1_clip.__file__), "sd1_tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77)
-    hf = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_attention_heads=12,
-            num_hidden_layers=12,
-            max_position_embeddings=77,
-            vocab_size=49408,
-            hidden_act="quick_gelu",
-        )
-    )
+    hf = CLIPTextModel(CLIPTextConfig(**factory.CLIP_L_TEXT_CONFIG))
     prefix = "clip_l.transformer." if any(k.startswith("text_model.") for k in hf.state_dict()) else "clip_l.transformer.text_model."
     sd = {k[len(prefix) :]: v.float() for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
     missing, _ = hf.load_state_dict(sd, strict=False)
