@@ -536,10 +536,21 @@ class FullSD15:
 
     @staticmethod
     def _fill_in_place(module: torch.nn.Module) -> None:
-        """Every weight to its seeded value (``fill``), rounded to fp16 as the files stored it."""
-        with torch.no_grad():
-            for name, tensor in module.state_dict(keep_vars=True).items():
+        """Every weight to its seeded value (``fill``), rounded to fp16 as the files stored it.
+
+        On two threads, largest tensors first: a seeded generator draws on one core, and torch lets go of the
+        GIL while it draws (6.0 s → 4.1 s for the UNet on 2 cores). Each tensor has its own generator, so the
+        values do not depend on the order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(item: tuple[str, torch.Tensor]) -> None:
+            name, tensor = item
+            with torch.no_grad():
                 tensor.copy_(fill(name, tensor.shape).to(torch.float16))
+
+        items = sorted(module.state_dict(keep_vars=True).items(), key=lambda item: -item[1].numel())
+        with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+            list(pool.map(one, items))
 
     @_outside_inference_mode
     def _unet(self, in_channels: int, weight_dtype: str):
