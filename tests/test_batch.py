@@ -239,7 +239,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(comfy, base: Path, port: int) -> subprocess.Popen:
+def launch_server(comfy, base: Path, port: int) -> subprocess.Popen:
+    """A real ComfyUI server (main.py) with this pack and the test models, started; ``wait_ready`` waits for it."""
     packs = base / "packs"
     if not packs.exists():
         packs.mkdir(parents=True)  # base (tmp_path / "serverN") does not exist yet
@@ -254,6 +255,10 @@ def start_server(comfy, base: Path, port: int) -> subprocess.Popen:
     log = open(base / "server.log", "a")
     proc = subprocess.Popen([sys.executable, "main.py", *args], cwd=comfy.root, stdout=log, stderr=subprocess.STDOUT)
     log.close()
+    return proc
+
+
+def wait_ready(proc: subprocess.Popen, base: Path, port: int) -> subprocess.Popen:
     url = f"http://127.0.0.1:{port}"
     for _ in range(480):
         if proc.poll() is not None:
@@ -267,6 +272,20 @@ def start_server(comfy, base: Path, port: int) -> subprocess.Popen:
     pytest.fail("ComfyUI server did not start")
 
 
+def start_server(comfy, base: Path, port: int) -> subprocess.Popen:
+    return wait_ready(launch_server(comfy, base, port), base, port)
+
+
+@pytest.fixture(scope="module")
+def live_servers():
+    """Servers a test leaves running for a later one, as (process, port, folder): a boot costs about 8 s.
+    Stopped at the end of the file."""
+    live: list = []
+    yield live
+    for proc, _, _ in live:
+        stop(proc)
+
+
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)  # by its own PID, never by name
@@ -277,10 +296,13 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
             proc.wait()
 
 
-def test_server_pool_survives_a_server_killed_mid_batch(comfy, tiny, batch, singles, tmp_path):
+def test_server_pool_survives_a_server_killed_mid_batch(comfy, tiny, batch, singles, tmp_path, live_servers):
     ports = [free_port(), free_port()]
-    procs = [start_server(comfy, tmp_path / f"server{i}", port) for i, port in enumerate(ports)]
+    bases = [tmp_path / f"server{i}" for i in range(2)]
+    procs = [launch_server(comfy, base, port) for base, port in zip(bases, ports)]  # both boot at once
     try:
+        for proc, base, port in zip(procs, bases, ports):
+            wait_ready(proc, base, port)
         urls = [f"http://127.0.0.1:{p}" for p in ports]
         out = tmp_path / "out"
         args = [*common_args(batch), "--output-dir", str(out), "--server", urls[0], "--server", urls[1]]
@@ -296,18 +318,22 @@ def test_server_pool_survives_a_server_killed_mid_batch(comfy, tiny, batch, sing
         assert len(found) == ROWS
         assert {r["worker"].split("#")[0] for r in found[:killed_at]} <= set(urls)
         assert {r["worker"].split("#")[0] for r in found[killed_at + 1 :]} == {urls[1]}  # the survivor took over
+        live_servers.append((procs.pop(1), ports[1], bases[1]))  # idle again: the next test's server
     finally:
         for proc in procs:
             stop(proc)
 
 
-def test_a_server_that_comes_back_is_used_again(comfy, tiny, batch, singles, tmp_path):
+def test_a_server_that_comes_back_is_used_again(comfy, tiny, batch, singles, tmp_path, live_servers):
     """A pool of one: its server is killed mid-batch and started again on the same port. The batch
     can only finish if the pool probes it, finds it back, and gives it the remaining rows (and the
-    row it lost)."""
-    port = free_port()
+    row it lost). The server is the previous test's survivor when there is one."""
+    if live_servers:
+        proc, port, base = live_servers.pop()
+    else:
+        port, base = free_port(), tmp_path / "server"
+        proc = start_server(comfy, base, port)
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(comfy, tmp_path / "server", port)
     try:
         out = tmp_path / "out"
         result: dict = {}
@@ -318,7 +344,7 @@ def test_a_server_that_comes_back_is_used_again(comfy, tiny, batch, singles, tmp
         stop(proc, signal.SIGKILL)
         killed_at = len(records(out))
         assert killed_at < ROWS - 1, "the batch ended before the server was killed"
-        proc = start_server(comfy, tmp_path / "server", port)  # back, same address
+        proc = start_server(comfy, base, port)  # back, same address
         thread.join(timeout=600)
         assert result.get("code") == 0
         found = assert_complete(out, singles)
