@@ -84,7 +84,7 @@ class RangeHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = FileServer()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)  # shutdown() waits one poll
     thread.start()
     yield srv
     srv.shutdown()
