@@ -9,6 +9,7 @@ checker that can no longer fail fails here.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -61,13 +62,19 @@ def _enclosing_functions(tree: ast.AST) -> dict[int, str]:
     return found
 
 
+@functools.lru_cache(maxsize=None)
+def _parsed(name: str, source: str) -> tuple[ast.AST, dict[int, str]]:
+    """The tree and its imports' enclosing functions, parsed once per source: the planted tests change one module."""
+    tree = ast.parse(source, filename=name or "__init__")
+    return tree, _enclosing_functions(tree)
+
+
 def pack_imports(modules: dict[str, tuple[str, bool]]) -> list[tuple[str, str, str | None, int]]:
     """(importer, imported pack module, enclosing function or None, line) for every import of the pack's own modules."""
     tops = {m.split(".")[0] for m in modules if m}
     edges = []
     for name, (source, is_package) in modules.items():
-        tree = ast.parse(source, filename=name or "__init__")
-        functions = _enclosing_functions(tree)
+        tree, functions = _parsed(name, source)
         package = name.split(".") if is_package else name.split(".")[:-1]
         package = [p for p in package if p]
         for node in ast.walk(tree):
