@@ -318,6 +318,9 @@ def test_merge_deltas_are_applied_in_fp32_to_fp16_weights(comfy, tiny):
 # ---- text encoder and VAE in another precision than the UNet -----------------------------------------------
 
 
+_ALL_FP32: dict = {}
+
+
 @pytest.mark.parametrize("te,vae", [("fp16", "bf16"), ("bf16", "fp16"), ("fp32", "fp16")])
 def test_half_unet_with_text_encoder_and_vae_of_other_precisions(comfy, tiny, te, vae):
     """bf16 UNet; CLIP weights and VAE in another dtype (ComfyUI's text encoders always compute in fp32,
@@ -360,7 +363,10 @@ def test_half_unet_with_text_encoder_and_vae_of_other_precisions(comfy, tiny, te
             text=pos[0][0], image_latent=c[0][0][1]["concat_latent_image"], latent=latent["samples"], decoded=decoded, records=records
         )
 
-    ref = pipeline("fp32", "fp32", "fp32")
+    if "all fp32" not in _ALL_FP32:  # the same reference for every pairing: run once, kept without its autograd graph
+        ref = pipeline("fp32", "fp32", "fp32")  # (called outside inference mode, its outputs hold their graphs: 0.4 GB)
+        _ALL_FP32["all fp32"] = types.SimpleNamespace(**{k: v.detach() if torch.is_tensor(v) else v for k, v in vars(ref).items()})
+    ref = _ALL_FP32["all fp32"]
     got = pipeline("bf16", te, vae)
     assert_computed_in(got.records, "bf16")
     assert got.text.dtype == torch.float32 and got.image_latent.dtype == torch.float32
@@ -489,16 +495,22 @@ def ip_env(comfy, full):
         neg=neg,
         edit=edit,
         ref={},
+        applied=(None, None),
     )
 
 
-def ip_run(comfy, env, case: str, mode: str):
+def ip_applied(comfy, env, case: str):
+    """The case's adapted model, applied once for its three modes: the apply does not depend on the mode
+    (ModelComputeDtype comes after it). Only the current case's is kept: an earlier one would keep its UNet
+    alive beside the next."""
+    if env.applied[0] == case:
+        return env.applied[1]
+    env.applied = (None, None)
     kind, task, n_images = IP_CASES[case]
-    model = env.model(kind)
     patched = (
         comfy.nodes.NODE_CLASS_MAPPINGS["IPAdapterInstructApply"]
         .execute(
-            model=model,
+            model=env.model(kind),
             ipadapter=env.adapter,
             clip_vision=env.vision,
             clip=env.clip,
@@ -517,6 +529,13 @@ def ip_run(comfy, env, case: str, mode: str):
         )
         .result[0]
     )
+    env.applied = (case, patched)
+    return patched
+
+
+def ip_run(comfy, env, case: str, mode: str):
+    kind = IP_CASES[case][0]
+    patched = ip_applied(comfy, env, case)
     if mode != "fp32":
         patched = comfy_extras_compute(patched, mode)
     patched = comfy.test_nodes.InstructTestRecordDtypes().patch(patched)[0]
