@@ -318,11 +318,14 @@ def test_merge_deltas_are_applied_in_fp32_to_fp16_weights(comfy, tiny):
 # ---- text encoder and VAE in another precision than the UNet -----------------------------------------------
 
 
-_ALL_FP32: dict = {}
+@pytest.fixture(scope="module")
+def all_fp32() -> dict:
+    """The all-fp32 run the text-encoder/VAE pairings compare with, once for the file (below)."""
+    return {}
 
 
 @pytest.mark.parametrize("te,vae", [("fp16", "bf16"), ("bf16", "fp16"), ("fp32", "fp16")])
-def test_half_unet_with_text_encoder_and_vae_of_other_precisions(comfy, tiny, te, vae):
+def test_half_unet_with_text_encoder_and_vae_of_other_precisions(comfy, tiny, all_fp32, te, vae):
     """bf16 UNet; CLIP weights and VAE in another dtype (ComfyUI's text encoders always compute in fp32,
     so CLIP's dtype is its storage; the VAE computes in its own dtype). Compared with all-fp32."""
     import comfy.sd as comfy_sd
@@ -363,10 +366,10 @@ def test_half_unet_with_text_encoder_and_vae_of_other_precisions(comfy, tiny, te
             text=pos[0][0], image_latent=c[0][0][1]["concat_latent_image"], latent=latent["samples"], decoded=decoded, records=records
         )
 
-    if "all fp32" not in _ALL_FP32:  # the same reference for every pairing: run once, kept without its autograd graph
+    if "ref" not in all_fp32:  # the same reference for every pairing: run once, kept without its autograd graph
         ref = pipeline("fp32", "fp32", "fp32")  # (called outside inference mode, its outputs hold their graphs: 0.4 GB)
-        _ALL_FP32["all fp32"] = types.SimpleNamespace(**{k: v.detach() if torch.is_tensor(v) else v for k, v in vars(ref).items()})
-    ref = _ALL_FP32["all fp32"]
+        all_fp32["ref"] = types.SimpleNamespace(**{k: v.detach() if torch.is_tensor(v) else v for k, v in vars(ref).items()})
+    ref = all_fp32["ref"]
     got = pipeline("bf16", te, vae)
     assert_computed_in(got.records, "bf16")
     assert got.text.dtype == torch.float32 and got.image_latent.dtype == torch.float32
