@@ -645,7 +645,11 @@ def plain_ip_adapter_sd15(seed=11):
 
 
 def _cubiq(plus, env, model):
-    return plus.IPAdapterAdvanced().apply_ipadapter(model, plain_ip_adapter_sd15(), weight=0.8, image=env.image, clip_vision=env.vision)[0]
+    """cubiq's apply as ComfyUI runs it, without autograd: called bare, its CLIP-vision encoding recorded a
+    graph that the embeddings in the patch keep, and with it fp32 casts of the encoder's weights (0.4 GB)."""
+    apply = plus.IPAdapterAdvanced().apply_ipadapter
+    with torch.no_grad():
+        return apply(model, plain_ip_adapter_sd15(), weight=0.8, image=env.image, clip_vision=env.vision)[0]
 
 
 def test_cubiq_ipadapter_then_instruct_stacks_both(comfy, env, ipadapter_plus):
