@@ -875,10 +875,10 @@ def test_sdxl_encoding_uses_clip_l_alone_at_its_last_layer(comfy, env):
     l_weights = {k[len(prefix) :]: v for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
     missing, _ = sdxl_clip.cond_stage_model.clip_l.load_sd(l_weights)
     assert not [m for m in missing if "position_ids" not in m]
-    g_weights = {}
-    for name, tensor in sdxl_clip.cond_stage_model.clip_g.state_dict().items():
-        g_weights[name] = tensor if name.endswith("position_ids") else factory.fill("g." + name, tensor.shape).to(tensor.dtype)
-    sdxl_clip.cond_stage_model.clip_g.load_state_dict(g_weights, strict=False)
+    with torch.no_grad():  # CLIP-G's seeded weights set in place, not built as a second copy beside it
+        for name, tensor in sdxl_clip.cond_stage_model.clip_g.state_dict().items():
+            if not name.endswith("position_ids"):
+                tensor.copy_(factory.fill("g." + name, tensor.shape))
     text = "use the composition"
     on_sdxl = env.apply_mod.clip_l_last_hidden(sdxl_clip, text)
     on_sd15 = env.apply_mod.clip_l_last_hidden(env.clip, text)
