@@ -11,8 +11,20 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Optional
 
-#: The key ComfyUI's IP2P models read the input image latent from (a CONDITIONING extra).
+#: The key ComfyUI's IP2P and HiDream models read the input image latent from (a CONDITIONING extra).
 IMAGE_KEY = "concat_latent_image"
+
+#: The keys of the reference-latent families (core ``ReferenceLatent``, ``FluxKontextMultiReferenceLatentMethod``).
+REFERENCE_KEY = "reference_latents"
+REFERENCE_METHOD_KEY = "reference_latents_method"
+
+#: CONDITIONING extra on a negative: the same negative encoded without the image, for the unconditional
+#: branch of a family that also reads the image in its text tokens (Qwen-Image-Edit).
+UNCOND_KEY = "instruct_uncond"
+
+#: CONDITIONING extra: how the conditioner fitted the input image (a ``models.geometry.Fit``), so region
+#: masks drawn on the input are fitted the same way.
+FIT_KEY = "instruct_fit"
 
 #: transformer_options key: the IPAdapter-Instruct token set (a ``Branch``) of each conds index.
 TOKEN_SETS_KEY = "instruct_ip_token_sets"
@@ -44,11 +56,13 @@ class IPGuidance:
 
     ``four_branch``: sample the reference's 4-branch guidance (on a plain model) with
     ``instruct_cfg`` (s_instr) and ``image_cfg`` (s_img); otherwise ordinary 2-pass CFG.
+    ``scales_set``: the user changed those two from their defaults (so leaving them unused is worth saying).
     """
 
     four_branch: bool
     instruct_cfg: float
     image_cfg: float
+    scales_set: bool = False
 
 
 def with_values(conditioning: list, set_values: dict, drop: tuple[str, ...] = ()) -> list:
@@ -57,6 +71,16 @@ def with_values(conditioning: list, set_values: dict, drop: tuple[str, ...] = ()
     for tensor, extras in conditioning:
         new = {k: v for k, v in extras.items() if k not in drop}
         new.update(set_values)
+        out.append([tensor, new])
+    return out
+
+
+def with_appended(conditioning: list, key: str, values: list) -> list:
+    """A copy with ``values`` appended to the list under ``key`` (core's ``append=True`` rule)."""
+    out = []
+    for tensor, extras in conditioning:
+        new = dict(extras)
+        new[key] = [*(extras.get(key) or []), *values]
         out.append([tensor, new])
     return out
 

@@ -49,7 +49,7 @@ TEXT_ENCODER_NAMES = ("model.safetensors", "model.fp16.safetensors", "pytorch_mo
 class Prediction(str, enum.Enum):
     AUTO = "auto"
     EPS = "eps"
-    COSXL = "v-prediction EDM (CosXL Edit)"
+    COSXL = "v_edm"  # EDM v-prediction with the SDXL-scaled image latent (CosXL Edit)
 
 
 WEIGHT_DTYPES: dict[str, Optional[torch.dtype]] = {

@@ -22,6 +22,8 @@ from ..vocabulary import IP_GUIDANCE_ATTACHMENT, Branch, IPGuidance
 from .errors import InstructInputError
 from .ipadapter_instruct import EVERYTHING_INSTRUCTION, IPAdapterInstruct, build_adapter, layer_keys
 from .ipadapter_patch import LATER_PATCH_ORDER, LATER_PATCH_SOURCE, IPInstructAttention, TokenSets
+from .model_kind import family_of
+from .scale_homes import ScaleUse, unused_scales
 from .weight_files import read_weights
 
 log = logging.getLogger(__name__)
@@ -180,12 +182,15 @@ def apply(
     sigma_start, sigma_end = float(sampling.percent_to_sigma(start_at)), float(sampling.percent_to_sigma(end_at))
     if mask is not None and mask.ndim == 2:
         mask = mask.unsqueeze(0)
-    tokens = TokenSets(token_sets)
+    core_note = unused_scales(
+        ScaleUse("IPAdapter-Instruct under a core sampler", family_of(model) is not None, guidance, pack_sampler=False)
+    )
+    tokens = TokenSets(token_sets, core_note)
     patched = model.clone()
     existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
     for n, key in keys.items():
         previous = existing.get(key) or existing.get(key[:2])
-        patch = IPInstructAttention(adapter.patcher, n, tokens, weight, sigma_start, sigma_end, mask, previous, guidance.four_branch)
+        patch = IPInstructAttention(adapter.patcher, n, tokens, weight, sigma_start, sigma_end, mask, previous)
         patched.set_model_attn2_replace(patch, key[0], key[1], key[2])
     patched.set_attachments(IP_GUIDANCE_ATTACHMENT, guidance)
     if not ext.get_wrappers_with_key(ext.WrappersMP.OUTER_SAMPLE, ORDER_CHECK, patched.model_options, is_model_options=True):

@@ -302,7 +302,7 @@ TASKS = {
     "object": "use the object",
     "face": "use the face",
 }
-CUSTOM_TASK = "custom (instruction text)"
+CUSTOM_TASK = "custom"  # the instruction is written in the node's 'instruction' text
 #: Queries containing any of these use plain 2-pass CFG in the reference; all others the 4-branch CFG.
 SIMPLE_MODE_WORDS = ("style", "colour", "everything", "color", "face", "facial")
 #: The reference's 4th branch encodes this literal instruction.

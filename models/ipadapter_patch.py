@@ -44,8 +44,9 @@ LATER_PATCH_ORDER = (
 class TokenSets:
     """The projected token sets of one apply (one per ``Branch``), shared by its layers."""
 
-    def __init__(self, sets: dict[str, torch.Tensor]) -> None:
+    def __init__(self, sets: dict[str, torch.Tensor], core_sampler_note: Optional[str] = None) -> None:
         self.sets = sets  # name → [1, T, C], T = 16 per reference image
+        self.core_sampler_note = core_sampler_note  # what a core sampler leaves unused (models.scale_homes)
         self.warned = False  # one warning per apply, not one per layer
 
     def length(self, name: str) -> int:
@@ -69,7 +70,6 @@ class IPInstructAttention:
         sigma_end: float,
         mask: Optional[torch.Tensor],
         previous: Optional[Callable],
-        four_branch: bool,
     ) -> None:
         self.adapter = adapter  # the adapter's ModelPatcher (ComfyUI loads/offloads it with the UNet)
         self.layer = layer
@@ -78,7 +78,6 @@ class IPInstructAttention:
         self.sigma_start, self.sigma_end = float(sigma_start), float(sigma_end)
         self.mask = mask
         self.previous = previous
-        self.four_branch = four_branch
         self._kv_cache: dict = {}
 
     # ComfyUI deep-copies model_options on every clone: share the (immutable) adapter state instead.
@@ -98,13 +97,9 @@ class IPInstructAttention:
     def _names(self, extra_options: dict) -> list[str]:
         sets = extra_options.get(TOKEN_SETS_KEY)
         indices = extra_options.get("cond_or_uncond", [0])
-        if sets is None:
-            if self.four_branch and not self.tokens.warned:
-                log.warning(
-                    "IPAdapter-Instruct: this instruction uses the 4-branch guidance; sample with Instruct "
-                    "KSampler / Instruct Guider for it (a core sampler gives the simple 2-pass mode, and "
-                    "IPAdapter-Instruct Apply's instruct_cfg and image_cfg are then not used)."
-                )
+        if sets is None:  # a core sampler
+            if self.tokens.core_sampler_note and not self.tokens.warned:
+                log.warning("%s", self.tokens.core_sampler_note)
                 self.tokens.warned = True
             sets = CORE_TOKEN_SETS
         return [sets[i] if i < len(sets) else Branch.UNCOND for i in indices]

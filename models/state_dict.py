@@ -31,9 +31,9 @@ class Layout(enum.Enum):
 
 
 class EmaMode(str, enum.Enum):
-    AUTO = "auto (EMA when present)"
-    EMA = "EMA"
-    NON_EMA = "non-EMA"
+    AUTO = "auto"  # the EMA copy when the file carries one
+    EMA = "ema"
+    NON_EMA = "non_ema"
 
 
 def classify(sd: Mapping[str, torch.Tensor], source: str) -> Layout:

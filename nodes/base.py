@@ -4,6 +4,10 @@ refuses non-finite float inputs.
 The code below the node layer raises typed errors (``models/errors.py``) without knowing which node
 called it; the wrapped ``execute`` adds the node's id to the message once (``InstructError.at_node``).
 
+Combo values saved by 0.1.0 (long phrases) are turned into today's tokens here too, before ``execute``
+runs (``choices.to_tokens``); a node with such combos accepts them in ``validate_inputs``
+(:meth:`InstructNode.accept_choices`).
+
 A NaN reaches a node unchecked: ComfyUI's min/max validation compares with ``<``/``>``, which is
 false for NaN, and a linked FLOAT is not validated at all. Sampling with it then gives a black
 image and no message. Every node derives from :class:`InstructNode`, whose subclass hook wraps the
@@ -21,6 +25,7 @@ from typing import Any, Callable
 from comfy_api.latest import io
 
 from ..models.errors import InstructError, InstructInputError
+from .choices import check_choices, to_tokens
 
 _CHECKED = "_instruct_finite_checked"
 
@@ -57,7 +62,7 @@ def _checked_execute(execute: Callable[..., Any]) -> classmethod:
         schema = cls.SCHEMA or cls.define_schema()  # the class ComfyUI runs is locked: read, never build here
         try:
             check_finite_floats(float_inputs(schema), kwargs)
-            return execute(cls, *args, **kwargs)
+            return execute(cls, *args, **to_tokens(schema, kwargs))
         except InstructError as err:  # the pack's own errors: name the node once, here
             raise err.at_node(schema.node_id)
 
@@ -78,3 +83,8 @@ class InstructNode(io.ComfyNode):
         if inspect.iscoroutinefunction(own.__func__):
             raise TypeError(f"{cls.__name__}: InstructNode wraps synchronous execute methods only")
         setattr(cls, "execute", _checked_execute(own.__func__))
+
+    @classmethod
+    def accept_choices(cls, **values: Any) -> "bool | str":
+        """For ``validate_inputs``: the node's combo values, today's tokens or the 0.1.0 phrases they replace."""
+        return check_choices(cls.SCHEMA or cls.define_schema(), values)

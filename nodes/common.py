@@ -7,20 +7,20 @@ import torch
 import comfy.utils
 from comfy_api.latest import io
 
-from ..samplers.dual_cfg import ScaleSchedule
-
 CATEGORY = "instruct"
 
 TEXT_CFG_TOOLTIP = (
     "Text guidance s_T: how strongly the edit follows the instruction. InstructPix2Pix default 7.5 "
-    "(SDXL / CosXL Edit models: about 5). Raise it when the edit is too weak. On a plain (4-channel) "
-    "model: the CFG scale; in IPAdapter-Instruct's 4-branch guidance its g (reference 6, SDXL 5)."
+    "(SDXL / CosXL Edit: about 5; Qwen-Image-Edit 4; OmniGen2 5; HiDream-E1.1 4.5; guidance-distilled Flux "
+    "Kontext / Flux.2: 1, their strength is FluxGuidance). Raise it when the edit is too weak. On a model that "
+    "reads no image: the CFG scale; in IPAdapter-Instruct's 4-branch guidance its g (reference 6, SDXL 5)."
 )
 IMAGE_CFG_TOOLTIP = (
-    "Image guidance s_I: how closely the result keeps to the input image. Default 1.5 (usual range "
-    "1.0–2.0); lower it when the edit is too weak, raise it when too much of the image changes. "
-    "1.0 skips the unconditional pass. Instruct (8-channel) models only: on a plain model it is not used "
-    "(IPAdapter-Instruct's 4-branch image scale is IPAdapter-Instruct Apply's image_cfg); keep it at 1.0 there."
+    "Image guidance s_I: how closely the result keeps to the input image. InstructPix2Pix default 1.5 (usual "
+    "range 1.0–2.0; OmniGen2 2.0, HiDream-E1.1 1.5); lower it when the edit is too weak, raise it when too much "
+    "of the image changes. 1.0 skips the unconditional pass (text_cfg = image_cfg = 1: one pass a step). Edit "
+    "models only: on a model that reads no image it is not used (IPAdapter-Instruct's 4-branch image scale is "
+    "IPAdapter-Instruct Apply's image_cfg); keep it at 1.0 there."
 )
 
 
@@ -31,53 +31,6 @@ def guidance_inputs() -> list[io.Input]:
     ]
 
 
-def advanced_guidance_inputs() -> list[io.Input]:
-    """Optional widgets: rescale and per-scale step windows (outside its window a scale is 1.0)."""
-
-    def window(name: str, edge: str, default: float) -> io.Input:
-        if edge == "start":
-            what = f"Fraction of the sampling (0 = first step) at which {name} guidance switches on."
-        else:
-            what = f"Fraction of the sampling (1 = last step) after which {name} guidance switches off."
-        return io.Float.Input(
-            f"{name}_{edge}",
-            default=default,
-            min=0.0,
-            max=1.0,
-            step=0.01,
-            optional=True,
-            tooltip=what + " Outside its window the scale is 1.0 and the UNet pass it needs is skipped.",
-        )
-
-    return [
-        io.Float.Input(
-            "guidance_rescale",
-            default=0.0,
-            min=0.0,
-            max=1.0,
-            step=0.01,
-            optional=True,
-            tooltip="diffusers-style guidance rescale (0 = off, 0.7 typical): rescales the guided prediction to "
-            "the statistics of the text branch to avoid over-exposure at high text_cfg.",
-        ),
-        window("text_cfg", "start", 0.0),
-        window("text_cfg", "end", 1.0),
-        window("image_cfg", "start", 0.0),
-        window("image_cfg", "end", 1.0),
-    ]
-
-
-def schedule_from(
-    text_cfg: float,
-    image_cfg: float,
-    text_cfg_start: float = 0.0,
-    text_cfg_end: float = 1.0,
-    image_cfg_start: float = 0.0,
-    image_cfg_end: float = 1.0,
-) -> ScaleSchedule:
-    return ScaleSchedule(text_cfg, image_cfg, text_cfg_start, text_cfg_end, image_cfg_start, image_cfg_end)
-
-
 def resize_image(nchw: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """The interpolation the image nodes use for 'resize to multiple of 8' (ComfyUI's bicubic upscale)."""
+    """The interpolation of the image nodes' resizes (ComfyUI's bicubic upscale)."""
     return comfy.utils.common_upscale(nchw, width, height, "bicubic", "disabled")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 
 import folder_paths
 from comfy_api.latest import io
@@ -10,24 +9,21 @@ from comfy_api.latest import io
 from ..models.folders import IPADAPTER_FOLDER
 from ..models.ipadapter_apply import apply, load_adapter, project_token_sets
 from ..models.ipadapter_instruct import (
-    CUSTOM_TASK,
-    TASKS,
     query_for,
     reference_auto_scale,
     reference_wants_four_branch,
 )
 from ..vocabulary import IPGuidance
 from .base import InstructNode
+from .choices import IP_GUIDANCE, IP_TASK
 from .common import CATEGORY
 
 #: Our own socket type (cubiq's "IPADAPTER" would let users wire it into nodes that cannot use it).
 IPAdapterInstructType = io.Custom("IPADAPTER_INSTRUCT")
 
-log = logging.getLogger(__name__)
 
-#: instruct_cfg / image_cfg defaults; other values in the simple mode are reported as unused.
+#: instruct_cfg / image_cfg defaults; other values where they do not act are reported as unused.
 FOUR_BRANCH_DEFAULTS = (6.0, 1.0)
-GUIDANCE_MODES = ("auto (as the reference)", "simple (2-pass CFG)", "4-branch")
 
 
 class IPAdapterInstructLoader(InstructNode):
@@ -80,13 +76,7 @@ class IPAdapterInstructApply(InstructNode):
                     tooltip="Reference image. Several images (a batch): their tokens (16 each) are concatenated and "
                     "attended together, not averaged; the unconditional branch keeps the zero image's 16 tokens.",
                 ),
-                io.Combo.Input(
-                    "task",
-                    options=[*TASKS, CUSTOM_TASK],
-                    default="style",
-                    tooltip="What to take from the image: everything / style / composition / object / face, or "
-                    "'custom' to write the instruction yourself.",
-                ),
+                IP_TASK.input("task", "style", "What to take from the image (the instruction the adapter is given):"),
                 io.String.Input(
                     "instruction", default="", tooltip="Used when task is 'custom', e.g. 'use the pose' or 'extract the bird'."
                 ),
@@ -115,13 +105,7 @@ class IPAdapterInstructApply(InstructNode):
                     "start_at", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Fraction of sampling where the adapter starts."
                 ),
                 io.Float.Input("end_at", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Fraction of sampling where the adapter stops."),
-                io.Combo.Input(
-                    "guidance",
-                    options=list(GUIDANCE_MODES),
-                    default=GUIDANCE_MODES[0],
-                    tooltip="auto: plain CFG when the instruction mentions style/colour/everything/face, else the "
-                    "4-branch guidance (as the reference decides).",
-                ),
+                IP_GUIDANCE.input("guidance", "auto", "How the adapter's generation is guided:"),
                 io.Float.Input(
                     "instruct_cfg",
                     default=FOUR_BRANCH_DEFAULTS[0],
@@ -177,20 +161,14 @@ class IPAdapterInstructApply(InstructNode):
         attn_mask=None,
     ) -> io.NodeOutput:
         query = query_for(task, instruction)
-        if guidance == GUIDANCE_MODES[0]:
-            four_branch = reference_wants_four_branch(query)
-        else:
-            four_branch = guidance == GUIDANCE_MODES[2]
+        four_branch = reference_wants_four_branch(query) if guidance == "auto" else guidance == "four_branch"
         if auto_scale:
             weight = reference_auto_scale(query, weight, ipadapter.spec.base)
-        if not four_branch and (instruct_cfg, image_cfg) != FOUR_BRANCH_DEFAULTS:
-            log.warning(
-                "IPAdapter-Instruct Apply: instruct_cfg=%s / image_cfg=%s are not used: the instruction '%s' samples the "
-                "simple 2-pass CFG (its scale is the sampler's cfg / text_cfg). Choose guidance '4-branch' to use them.",
-                instruct_cfg,
-                image_cfg,
-                query,
-            )
         tokens = project_token_sets(ipadapter, clip, clip_vision, image, query, prompt, negative_prompt)
-        spec = IPGuidance(four_branch=four_branch, instruct_cfg=instruct_cfg, image_cfg=image_cfg)
+        scales_set = (instruct_cfg, image_cfg) != FOUR_BRANCH_DEFAULTS
+        spec = IPGuidance(four_branch=four_branch, instruct_cfg=instruct_cfg, image_cfg=image_cfg, scales_set=scales_set)
         return io.NodeOutput(apply(model, ipadapter, tokens, weight, start_at, end_at, attn_mask, spec))
+
+    @classmethod
+    def validate_inputs(cls, task: str, guidance: str) -> "bool | str":
+        return cls.accept_choices(task=task, guidance=guidance)

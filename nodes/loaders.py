@@ -11,6 +11,7 @@ from ..models.folders import list_instruct_sources, resolve_source
 from ..models.instruct_loader import WEIGHT_DTYPES, Prediction, load_instruct
 from ..models.state_dict import EmaMode
 from .base import InstructNode
+from .choices import EMA_WEIGHTS, PREDICTION
 from .common import CATEGORY
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ class InstructUNetLoader(InstructNode):
                 "and SDXL-class models, CosXL Edit, ldm single files (.safetensors/.ckpt, EMA weights "
                 "selectable) and diffusers layouts (pipeline folder, unet/ folder or bare UNet file). Returns an "
                 "ordinary MODEL that LoRA, ControlNet, FreeU and sampling nodes accept, plus the file's CLIP and "
-                "VAE when it carries them."
+                "VAE when it carries them. (Flux Kontext, Flux.2, Qwen-Image-Edit, OmniGen2 and HiDream-E1 load with core "
+                "'Load Diffusion Model'.)"
             ),
             inputs=[
                 io.Combo.Input(
@@ -37,21 +39,12 @@ class InstructUNetLoader(InstructNode):
                     tooltip="An instruct model from models/checkpoints, models/diffusion_models (files) or "
                     "models/diffusers (folders). 4-channel and inpainting models are refused with a message.",
                 ),
-                io.Combo.Input(
+                EMA_WEIGHTS.input(
                     "weights",
-                    options=[m.value for m in EmaMode],
-                    default=EmaMode.AUTO.value,
-                    tooltip="Which UNet weights of an ldm checkpoint that carries both: the EMA copy (what the "
-                    "original InstructPix2Pix samples with) or the raw training weights. Ignored for files without EMA.",
+                    EmaMode.AUTO.value,
+                    "Which UNet weights of an ldm checkpoint that carries both (ignored for files without EMA):",
                 ),
-                io.Combo.Input(
-                    "prediction",
-                    options=[p.value for p in Prediction],
-                    default=Prediction.AUTO.value,
-                    tooltip="auto reads it from the file (CosXL Edit carries EDM v-prediction markers). Force "
-                    "'v-prediction EDM (CosXL Edit)' for a CosXL Edit UNet saved without them; this also "
-                    "scales its image latent by the SDXL factor, as CosXL Edit expects.",
-                ),
+                PREDICTION.input("prediction", Prediction.AUTO.value, "How the UNet predicts:"),
                 io.Combo.Input(
                     "weight_dtype",
                     options=list(WEIGHT_DTYPES),
@@ -83,3 +76,7 @@ class InstructUNetLoader(InstructNode):
             log.warning("Instruct UNet Loader: '%s' has no %s; load it with the core loader", model_name, " or ".join(missing))
         log.info("Instruct UNet Loader: loaded '%s' (%s)", model_name, ", ".join(loaded.notes) or "UNet only")
         return io.NodeOutput(loaded.model, loaded.clip, loaded.vae)
+
+    @classmethod
+    def validate_inputs(cls, weights: str, prediction: str) -> "bool | str":
+        return cls.accept_choices(weights=weights, prediction=prediction)

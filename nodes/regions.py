@@ -5,20 +5,20 @@ from __future__ import annotations
 import logging
 
 import torch
+from typing_extensions import Unpack
 
 from comfy_api.latest import io
 
-from ..models.image_latent import SizeMode, composite_into_original
-from ..samplers.guider import GuiderOptions
+from ..models.geometry import Resolution, SizeMode
+from ..models.image_latent import composite_into_original
 from ..samplers.regions import EditMaskOptions, to_pixels
 from .base import InstructNode
-from .common import CATEGORY, advanced_guidance_inputs, resize_image, schedule_from
+from .choices import RESOLUTION, RESTRICT, SIZE_MODE
+from .common import CATEGORY, resize_image
+from .guidance_options import EDIT_MASK_FEATHER, GUIDANCE_OPTIONS, GuidanceWidgets, guider_options
 from .sampling import KSamplerSettings, ksample, ksampler_inputs
 
 log = logging.getLogger(__name__)
-
-RESTRICT = "restrict the rest of the sampling"
-MASK_ONLY = "off: only output the mask"
 
 
 class InstructKSamplerEditMask(InstructNode):
@@ -65,22 +65,9 @@ class InstructKSamplerEditMask(InstructNode):
                     tooltip="The map is scaled so its strongest change is 1; cells at or above this value are in the mask. "
                     "Lower it to grow the mask. 0 returns the soft map itself.",
                 ),
-                io.Combo.Input(
-                    "restrict",
-                    options=[RESTRICT, MASK_ONLY],
-                    default=RESTRICT,
-                    tooltip="Restrict the steps after mask_steps to the mask (outside it the input is reconstructed), or "
-                    "sample exactly like Instruct KSampler and only output the mask.",
-                ),
-                io.Int.Input(
-                    "region_feather",
-                    default=16,
-                    min=0,
-                    max=512,
-                    step=8,
-                    tooltip="Feather of the restriction in pixels, inside the mask's edge (outside stays untouched).",
-                ),
-                *advanced_guidance_inputs(),
+                RESTRICT.input("restrict", "restrict", "What happens after mask_steps:"),
+                EDIT_MASK_FEATHER,
+                *GUIDANCE_OPTIONS,
             ],
             outputs=[
                 io.Latent.Output(display_name="LATENT", tooltip="The edited latent; decode it with the VAE."),
@@ -110,25 +97,22 @@ class InstructKSamplerEditMask(InstructNode):
         mask_threshold: float,
         restrict: str,
         region_feather: int,
-        guidance_rescale: float = 0.0,
-        text_cfg_start: float = 0.0,
-        text_cfg_end: float = 1.0,
-        image_cfg_start: float = 0.0,
-        image_cfg_end: float = 1.0,
+        **guidance: Unpack[GuidanceWidgets],
     ) -> io.NodeOutput:
-        options = GuiderOptions(
-            schedule_from(text_cfg, image_cfg, text_cfg_start, text_cfg_end, image_cfg_start, image_cfg_end),
-            guidance_rescale,
-            edit_mask=EditMaskOptions(mask_steps, mask_blur, mask_threshold, restrict == RESTRICT, region_feather),
-        )
+        edit_mask = EditMaskOptions(mask_steps, mask_blur, mask_threshold, restrict == "restrict", region_feather)
+        options = guider_options(text_cfg, image_cfg, guidance, edit_mask=edit_mask)
         settings = KSamplerSettings(seed, steps, sampler_name, scheduler, denoise)
         latent, guider = ksample("InstructKSamplerEditMask", model, positive, negative, latent_image, settings, options)
-        mask = guider.edit_mask
+        mask, factor = guider.edit_mask, guider.pixel_factor
         if mask is None:
             log.warning("InstructKSamplerEditMask: no sampling step ran (denoise 0?), so the edit mask is empty")
             samples = latent["samples"]
-            return io.NodeOutput(latent, torch.zeros(samples.shape[0], samples.shape[-2] * 8, samples.shape[-1] * 8))
-        return io.NodeOutput(latent, to_pixels(mask).float().cpu())
+            return io.NodeOutput(latent, torch.zeros(samples.shape[0], samples.shape[-2] * factor, samples.shape[-1] * factor))
+        return io.NodeOutput(latent, to_pixels(mask, factor).float().cpu())
+
+    @classmethod
+    def validate_inputs(cls, restrict: str) -> "bool | str":
+        return cls.accept_choices(restrict=restrict)
 
 
 class InstructRegionComposite(InstructNode):
@@ -140,9 +124,9 @@ class InstructRegionComposite(InstructNode):
             category=f"{CATEGORY}/image",
             description=(
                 "Pastes the decoded edit back into the original image inside the mask only. Outside the mask the "
-                "output is the original's pixels exactly (no VAE round trip), at the original's full size (the "
-                "cropped or resized border of the conditioner is restored too); the feather blends inwards from "
-                "the mask's edge."
+                "output is the original's pixels exactly (no VAE round trip), at the original's full size and on its "
+                "pixel grid (what the conditioner cropped, padded, resized or scaled is undone); the feather blends "
+                "inwards from the mask's edge."
             ),
             inputs=[
                 io.Image.Input("edited", tooltip="The decoded edit (VAE Decode of the sampler's latent)."),
@@ -160,18 +144,27 @@ class InstructRegionComposite(InstructNode):
                     step=1,
                     tooltip="Feather width in pixels, inside the mask's edge (0 = hard edge). Outside the mask stays the original.",
                 ),
-                io.Combo.Input(
+                SIZE_MODE.input(
                     "size_mode",
-                    options=[m.value for m in SizeMode],
-                    default=SizeMode.CROP.value,
-                    tooltip="How Instruct Image Conditioning made the original a multiple of 8 (use the same setting), "
-                    "so the edit is put back where it came from.",
+                    SizeMode.CROP.value,
+                    "How Instruct Image Conditioning fitted the original to the model's grid (use the same setting), so "
+                    "the edit is put back exactly where it came from:",
+                ),
+                RESOLUTION.input(
+                    "resolution",
+                    Resolution.KEEP.value,
+                    "The resolution Instruct Image Conditioning edited at (use the same setting):",
+                    optional=True,
                 ),
             ],
             outputs=[io.Image.Output(display_name="IMAGE", tooltip="The original with the edit inside the mask, at the original's size.")],
         )
 
     @classmethod
-    def execute(cls, edited, original, mask, feather, size_mode) -> io.NodeOutput:
-        out = composite_into_original(edited, original, mask, feather, SizeMode(size_mode), resize_image)
+    def execute(cls, edited, original, mask, feather, size_mode, resolution=Resolution.KEEP.value) -> io.NodeOutput:
+        out = composite_into_original(edited, original, mask, feather, SizeMode(size_mode), resize_image, Resolution(resolution))
         return io.NodeOutput(out)
+
+    @classmethod
+    def validate_inputs(cls, size_mode: str, resolution: str = Resolution.KEEP.value) -> "bool | str":
+        return cls.accept_choices(size_mode=size_mode, resolution=resolution)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
-import torch
+from typing_extensions import Unpack
 
 import comfy.model_management
 import comfy.sample
@@ -14,16 +13,19 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
-from ..samplers.guider import GuiderOptions, InstructDualCFGGuider, RegionOptions, build_guider
+from ..samplers.guider import GuiderOptions, InstructDualCFGGuider, build_guider
 from .base import InstructNode
-from .common import CATEGORY, advanced_guidance_inputs, guidance_inputs, schedule_from
+from .common import CATEGORY, guidance_inputs
+from .guidance_options import GUIDANCE_OPTIONS, REGION_OPTIONS, GuidanceWidgets, guider_options
 
 _BRANCHES_DOC = (
-    " Three branches are built from positive/negative automatically: full = positive (instruction + "
-    "image), image-only = negative with the image, unconditional = negative with a zero image; "
-    "out = uncond + image_cfg·(image_only − uncond) + text_cfg·(full − image_only). Branches whose weight "
-    "is zero are not evaluated. On a plain (4-channel) model with plain conds it is ordinary CFG at text_cfg."
-    " Optional region_mask: only that region is edited, outside it the input image is reconstructed."
+    " Works on every instruction-edit model ComfyUI runs: InstructPix2Pix / CosXL Edit, Flux Kontext, Flux.2, "
+    "Qwen-Image-Edit, OmniGen2, HiDream-E1. Three branches are built from positive/negative automatically: "
+    "full = positive (instruction + image), image-only = negative with the image, unconditional = negative "
+    "without the image; out = uncond + image_cfg·(image_only − uncond) + text_cfg·(full − image_only). Branches "
+    "whose weight is zero are not evaluated (text_cfg = image_cfg = 1: one pass a step, as BasicGuider). On a "
+    "model that reads no image it is ordinary CFG at text_cfg. Optional region_mask: only that region is "
+    "edited, outside it the input image is reconstructed."
 )
 
 
@@ -38,14 +40,14 @@ class KSamplerSettings:
     denoise: float
 
 
-def region_options(region_mask: Optional[torch.Tensor], region_feather: int) -> Optional[RegionOptions]:
-    return None if region_mask is None else RegionOptions(region_mask, int(region_feather))
-
-
 def ksampler_inputs() -> list[io.Input]:
     """Inputs of the KSampler-style nodes, in core KSampler's order (guidance in place of cfg)."""
     return [
-        io.Model.Input("model", tooltip="An instruct model (Instruct UNet Loader), optionally patched by LoRA, FreeU, etc."),
+        io.Model.Input(
+            "model",
+            tooltip="An edit model (Instruct UNet Loader for InstructPix2Pix-style UNets; Load Diffusion Model for Flux "
+            "Kontext, Flux.2, Qwen-Image-Edit, OmniGen2, HiDream-E1), optionally patched by LoRA, FreeU, CFGNorm, etc.",
+        ),
         io.Int.Input(
             "seed",
             default=0,
@@ -69,7 +71,9 @@ def ksampler_inputs() -> list[io.Input]:
             tooltip="Sampling algorithm; the original InstructPix2Pix used euler_ancestral.",
         ),
         io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal", tooltip="Noise schedule."),
-        io.Conditioning.Input("positive", tooltip="Instruction conditioning carrying the input image (from Instruct Image Conditioning)."),
+        io.Conditioning.Input(
+            "positive", tooltip="Instruction conditioning carrying the input image (from Instruct Image Conditioning, or core nodes)."
+        ),
         io.Conditioning.Input(
             "negative",
             tooltip="Negative / empty-text conditioning (from Instruct Image Conditioning, or raw: the image "
@@ -86,28 +90,6 @@ def ksampler_inputs() -> list[io.Input]:
             max=1.0,
             step=0.01,
             tooltip="1.0 edits from pure noise; lower values start from latent_image (SDEdit-style).",
-        ),
-    ]
-
-
-def region_inputs() -> list[io.Input]:
-    return [
-        io.Mask.Input(
-            "region_mask",
-            optional=True,
-            tooltip="Optional region to edit (same size as the input image: draw it in Load Image's mask editor, or use "
-            "the edit mask of 'Instruct KSampler + Edit Mask'). Outside it every step sees the input image's noised "
-            "latent, so the outside is reconstructed, not regenerated.",
-        ),
-        io.Int.Input(
-            "region_feather",
-            default=16,
-            min=0,
-            max=512,
-            step=8,
-            optional=True,
-            tooltip="Feather width in pixels, inside the region's edge (the edit fades in over this width; outside the "
-            "region stays untouched). Applied on the 8-pixel latent grid.",
         ),
     ]
 
@@ -155,7 +137,7 @@ class InstructKSampler(InstructNode):
             display_name="Instruct KSampler (dual CFG)",
             category=f"{CATEGORY}/sampling",
             description="KSampler for instruction editing with separate text and image guidance, exact to InstructPix2Pix." + _BRANCHES_DOC,
-            inputs=[*ksampler_inputs(), *advanced_guidance_inputs(), *region_inputs()],
+            inputs=[*ksampler_inputs(), *GUIDANCE_OPTIONS, *REGION_OPTIONS],
             outputs=[io.Latent.Output(display_name="LATENT", tooltip="The edited latent; decode it with the VAE.")],
         )
 
@@ -173,20 +155,10 @@ class InstructKSampler(InstructNode):
         negative: list,
         latent_image: dict,
         denoise: float,
-        guidance_rescale: float = 0.0,
-        text_cfg_start: float = 0.0,
-        text_cfg_end: float = 1.0,
-        image_cfg_start: float = 0.0,
-        image_cfg_end: float = 1.0,
-        region_mask: Optional[torch.Tensor] = None,
-        region_feather: int = 16,
+        **guidance: Unpack[GuidanceWidgets],
     ) -> io.NodeOutput:
-        options = GuiderOptions(
-            schedule_from(text_cfg, image_cfg, text_cfg_start, text_cfg_end, image_cfg_start, image_cfg_end),
-            guidance_rescale,
-            region=region_options(region_mask, region_feather),
-        )
         settings = KSamplerSettings(seed, steps, sampler_name, scheduler, denoise)
+        options = guider_options(text_cfg, image_cfg, guidance)
         return io.NodeOutput(ksample("InstructKSampler", model, positive, negative, latent_image, settings, options)[0])
 
 
@@ -199,12 +171,12 @@ class InstructGuider(InstructNode):
             category=f"{CATEGORY}/sampling",
             description="GUIDER for SamplerCustomAdvanced with separate text and image guidance, exact to InstructPix2Pix." + _BRANCHES_DOC,
             inputs=[
-                io.Model.Input("model", tooltip="An instruct model (Instruct UNet Loader), optionally patched."),
+                io.Model.Input("model", tooltip="An edit model (any family the samplers take), optionally patched."),
                 io.Conditioning.Input("positive", tooltip="Instruction conditioning carrying the input image."),
                 io.Conditioning.Input("negative", tooltip="Negative / empty-text conditioning."),
                 *guidance_inputs(),
-                *advanced_guidance_inputs(),
-                *region_inputs(),
+                *GUIDANCE_OPTIONS,
+                *REGION_OPTIONS,
             ],
             outputs=[io.Guider.Output(display_name="GUIDER", tooltip="Connect to SamplerCustomAdvanced.")],
         )
@@ -217,17 +189,6 @@ class InstructGuider(InstructNode):
         negative: list,
         text_cfg: float,
         image_cfg: float,
-        guidance_rescale: float = 0.0,
-        text_cfg_start: float = 0.0,
-        text_cfg_end: float = 1.0,
-        image_cfg_start: float = 0.0,
-        image_cfg_end: float = 1.0,
-        region_mask: Optional[torch.Tensor] = None,
-        region_feather: int = 16,
+        **guidance: Unpack[GuidanceWidgets],
     ) -> io.NodeOutput:
-        options = GuiderOptions(
-            schedule_from(text_cfg, image_cfg, text_cfg_start, text_cfg_end, image_cfg_start, image_cfg_end),
-            guidance_rescale,
-            region=region_options(region_mask, region_feather),
-        )
-        return io.NodeOutput(build_guider(model, positive, negative, options, "InstructGuider"))
+        return io.NodeOutput(build_guider(model, positive, negative, guider_options(text_cfg, image_cfg, guidance), "InstructGuider"))

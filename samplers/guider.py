@@ -18,9 +18,11 @@ import comfy.model_sampling
 import comfy.samplers
 
 from ..models.errors import InstructError, InstructInputError
-from ..models.model_kind import is_instruct_model
-from ..vocabulary import IMAGE_KEY, IP_GUIDANCE_ATTACHMENT, TOKEN_SETS_KEY, Branch, with_values
-from ..vocabulary import image_latent as _image_latent
+from ..models.geometry import Fit
+from ..models.model_kind import family_of
+from ..models.scale_homes import ScaleUse, unused_scales
+from ..vocabulary import FIT_KEY, IP_GUIDANCE_ATTACHMENT, TOKEN_SETS_KEY, Branch
+from .branches import build_branches, input_image
 from .dual_cfg import (
     BRANCHES,
     EVERYTHING,
@@ -64,48 +66,6 @@ def hook_node(fn: Any) -> str:
     return f"{qualname.split('.')[0]} ({module})"
 
 
-def build_branches(model_patcher: Any, positive: list, negative: list, four_branch: bool = False) -> dict[str, list]:
-    """The conditioning of each branch, derived from the user's positive and negative.
-
-    full = positive (text + image); image-only = negative with the image latent; unconditional =
-    negative with the image latent removed, which ComfyUI's IP2P model turns into a zero latent.
-    Everything else on the negative (ControlNet, area, mask, GLIGEN, hooks) rides along to both of
-    its branches. A negative that lacks the image latent (the raw text-encoder output) gets the
-    positive's, so the classic miswiring still samples the right formula.
-
-    On a model that does not read an image latent the result is ordinary CFG: the image-only
-    branch would equal the unconditional one, so it is not built.
-    """
-    positive_image = _image_latent(positive)
-    negative_image = _image_latent(negative)
-    if not is_instruct_model(model_patcher):
-        if positive_image is not None or negative_image is not None:
-            raise InstructInputError(
-                "the conditioning carries an input-image latent, but the model is not an "
-                "8-channel instruct model, so it would silently ignore the image. Load the model with "
-                "'Instruct UNet Loader' (or remove 'Instruct Image Conditioning' for a plain text-to-image run)."
-            )
-        negative = with_values(negative, {"prompt_type": "negative"})
-        if four_branch:  # IP-Adapter-Instruct: the three negative-text branches differ only in IP tokens
-            return {FULL: positive, EVERYTHING: negative, IMAGE_ONLY: negative, UNCOND: negative}
-        return {FULL: positive, UNCOND: negative}
-    if positive_image is None:
-        raise InstructInputError(
-            "the 'positive' conditioning has no input-image latent, so the instruct model would "
-            "edit a blank image. Connect 'Instruct Image Conditioning' (or core "
-            "'InstructPixToPixConditioning') between the text encoders and the sampler."
-        )
-    image_only = negative
-    if negative_image is None:
-        log.info("'negative' has no image latent; using the positive's for the image-only branch")
-        image_only = with_values(negative, {IMAGE_KEY: positive_image})
-    return {
-        FULL: positive,
-        IMAGE_ONLY: with_values(image_only, {"prompt_type": "negative"}),
-        UNCOND: with_values(negative, {"prompt_type": "negative"}, drop=(IMAGE_KEY,)),
-    }
-
-
 @dataclass(frozen=True)
 class RegionOptions:
     """Region-restricted editing: a MASK the size of the input image and its inward feather (pixels)."""
@@ -136,6 +96,7 @@ class _RegionRun:
     noise: torch.Tensor
     reference: Optional[torch.Tensor]
     fixed: Optional[torch.Tensor]  # a given region, [B,1,h,w] blend weights
+    factor: int = 8  # pixels per latent cell
     edit: Optional[EditMaskAccumulator] = None
     options: Optional[EditMaskOptions] = None
     window_sigma: float = 0.0  # the edit mask accumulates while σ > window_sigma
@@ -148,28 +109,28 @@ class _RegionRun:
         if self.options is None or not self.options.restrict or sigma > self.window_sigma:
             return self.fixed
         if self.restricted is None:
-            soft = self.edit.mask(self.options.blur, self.options.threshold)
+            soft = self.edit.mask(self.options.blur, self.options.threshold, self.factor)
             if soft is None:  # nothing was accumulated: nothing to restrict to
                 return self.fixed
-            derived = feather_inward(soft, latent_feather(self.options.feather))
+            derived = feather_inward(soft, latent_feather(self.options.feather, self.factor))
             self.restricted = derived if self.fixed is None else self.fixed * derived
         return self.restricted
 
 
-def _check_image_batch(conds: dict[str, list], latent_batch: int) -> None:
+def _check_image_batch(family: Any, conds: dict[str, list], latent_batch: int) -> None:
     """Explicit broadcast rule: an image batch of 1 goes with any latent batch, N only with N."""
+    if family is None:
+        return
     for branch in (FULL, IMAGE_ONLY):
         for cond in conds.get(_COND_KEYS[branch], []):  # ComfyUI's converted conds: one dict each
-            image = cond.get(IMAGE_KEY)
-            if image is None:
-                continue
-            n = int(image.shape[0])
-            if n != 1 and n != latent_batch:
-                raise InstructInputError(
-                    f"the input image batch has {n} images but the latent batch has {latent_batch}. "
-                    "Use one image (it is applied to every latent), or as many images as latents: match the "
-                    "'batch_size' of the latent, or feed the latent from 'Instruct Image Conditioning'."
-                )
+            for image in family.images(cond):
+                n = int(image.shape[0])
+                if n != 1 and n != latent_batch:
+                    raise InstructInputError(
+                        f"the input image batch has {n} images but the latent batch has {latent_batch}. "
+                        "Use one image (it is applied to every latent), or as many images as latents: match the "
+                        "'batch_size' of the latent, or feed the latent from 'Instruct Image Conditioning'."
+                    )
 
 
 def _rescale_alpha(model_sampling: Any, sigma: torch.Tensor) -> Any:
@@ -189,18 +150,18 @@ def _check_something_to_start_from(sigmas: torch.Tensor, latent_image: torch.Ten
         "no sampling step is left (denoise 0, or a sigma schedule with fewer than 2 values), so the output would "
         "be the starting latent, and it is empty (all zero): there is nothing to start from. Raise 'denoise' above 0 "
         "(1.0 edits from pure noise), or start from the input image: set 'latent_output' of Instruct Image Conditioning "
-        "to 'input image (for denoise < 1)'."
+        "to 'image'."
     )
 
 
 class InstructDualCFGGuider(comfy.samplers.CFGGuider):
     """The instruct guidance over ComfyUI's conds, skipping zero-weight branches.
 
-    Instruct model: ``u + s_I·(i − u) + s_T·(c − i)``. Plain model: ordinary CFG at text_cfg, or,
-    when an IPAdapter-Instruct apply node asked for it, the reference's 4-branch guidance
-    ``u + s_img·(i − u) + g·(e − i) + s_instr·(c − e)`` with g = text_cfg. Each evaluated batch
-    carries, in its transformer_options, the IPAdapter-Instruct token set of every branch, so an
-    adapter patch routes tokens by branch without any global state.
+    Edit model (any family, ``models.families``): ``u + s_I·(i − u) + s_T·(c − i)``. Plain model:
+    ordinary CFG at text_cfg, or, when an IPAdapter-Instruct apply node asked for it, the reference's
+    4-branch guidance ``u + s_img·(i − u) + g·(e − i) + s_instr·(c − e)`` with g = text_cfg. Each
+    evaluated batch carries, in its transformer_options, the IPAdapter-Instruct token set of every
+    branch, so an adapter patch routes tokens by branch without any global state.
     """
 
     def __init__(self, model_patcher: Any, schedule: ScaleSchedule, guidance_rescale: float = 0.0, node: str = "InstructGuider"):
@@ -208,19 +169,28 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         self.schedule = schedule
         self.guidance_rescale = float(guidance_rescale)
         self.node = node
-        self.instruct = is_instruct_model(model_patcher)
+        self.family = family_of(model_patcher)
         self.ip_guidance = model_patcher.get_attachment(IP_GUIDANCE_ATTACHMENT)
-        self.four_branch = bool(self.ip_guidance is not None and self.ip_guidance.four_branch and not self.instruct)
-        # The token set each branch attends to: on an instruct model the image-only branch is unconditional for
-        # the adapter (its image is the concatenated latent); in the 4-branch mode every branch has its own set.
-        if self.instruct:
+        use = ScaleUse(
+            node,
+            self.family is not None,
+            self.ip_guidance,
+            schedule.image_cfg,
+            (schedule.image_start, schedule.image_end) != (0.0, 1.0),
+        )
+        self.four_branch = use.four_branch
+        # The token set each branch attends to: on an edit model the image-only branch is unconditional for
+        # the adapter (its image is the model's own input image); in the 4-branch mode every branch has its own set.
+        if self.family is not None:
             self.branches, token_sets = BRANCHES, (Branch.UNCOND, Branch.UNCOND, Branch.FULL)
         elif self.four_branch:
             self.branches, token_sets = FOUR_BRANCHES, FOUR_BRANCHES
         else:
             self.branches, token_sets = (UNCOND, FULL), (Branch.UNCOND, Branch.FULL)
         self.token_sets = token_sets
-        self._warn_unused_scales()
+        message = unused_scales(use)
+        if message:
+            log.warning("%s", message)
         self.cfg = schedule.text_cfg  # what generic code reading ``guider.cfg`` should see
         self.region_mask: Optional[torch.Tensor] = None
         self.region_feather = 0
@@ -230,65 +200,36 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         self._run: Optional[_RegionRun] = None
         self._warned_hooks: set[int] = set()
 
-    def _warn_unused_scales(self) -> None:
-        """Each scale has one home; a value set where it has no effect is said, not silently dropped.
+    @property
+    def pixel_factor(self) -> int:
+        """Pixels per latent cell of this model's latent space."""
+        return self.family.vae_factor if self.family is not None else 8
 
-        Instruct model: text_cfg and image_cfg (dual CFG); an adapter's 4-branch scales do not apply.
-        Plain model: text_cfg (ordinary CFG, or g of the 4-branch guidance, whose other two scales are
-        IPAdapter-Instruct Apply's); this node's image_cfg and its window have nothing to act on.
-        """
-        s = self.schedule
-        if self.instruct:
-            if self.ip_guidance is not None and self.ip_guidance.four_branch:
-                log.warning(
-                    "%s: IPAdapter-Instruct Apply asked for the 4-branch guidance, but this is an instruct (8-channel) "
-                    "model, which samples the dual CFG (text_cfg, image_cfg of this node): Apply's instruct_cfg and "
-                    "image_cfg are not used. Set Apply's guidance to 'simple (2-pass CFG)'.",
-                    self.node,
-                )
-            return
-        window = (s.image_start, s.image_end) != (0.0, 1.0)
-        if s.image_cfg == 1.0 and not window:
-            return
-        if self.four_branch:
-            where = (
-                f"the image scale of IPAdapter-Instruct's 4-branch guidance is IPAdapter-Instruct Apply's image_cfg "
-                f"({self.ip_guidance.image_cfg})"
+    def _require_edit_model(self, what: str) -> None:
+        if self.family is None:
+            raise InstructInputError(
+                f"{what} needs an edit model and the input image of 'Instruct Image Conditioning' (the outside of the "
+                "region is reconstructed from it, the edit mask compares the branches with and without the instruction); "
+                "this model reads no input image. Load an edit model (InstructPix2Pix/CosXL Edit with 'Instruct UNet "
+                "Loader'; Flux Kontext, Flux.2, Qwen-Image-Edit, OmniGen2, HiDream-E1 with 'Load Diffusion Model')."
             )
-        else:
-            where = "image_cfg only acts on an instruct (8-channel) model"
-        log.warning(
-            "%s: image_cfg=%s%s is not used on this plain (4-channel) model: %s. Set image_cfg to 1.0 here.",
-            self.node,
-            s.image_cfg,
-            " and its image_cfg_start/end window" if window else "",
-            where,
-        )
 
     def set_region(self, mask: Optional[torch.Tensor], feather: int = 0) -> None:
         """Restrict the edit to ``mask`` (a MASK the size of the input image): outside it every step
         sees the input image's noised latent, so the outside is reconstructed, not regenerated."""
-        if mask is not None and not self.instruct:
-            raise InstructInputError(
-                "'region_mask' needs an instruct model and the input image latent of 'Instruct Image "
-                "Conditioning' (it is what the outside of the region is reconstructed from). Load the model with "
-                "'Instruct UNet Loader', or disconnect 'region_mask'."
-            )
         if mask is not None:
+            self._require_edit_model("'region_mask'")
             require_painted(mask, "region_mask")
         self.region_mask, self.region_feather = mask, int(feather)
 
     def track_edit_mask(self, options: EditMaskOptions) -> None:
-        """Derive the edit mask from the full and image-only branches during sampling (no extra UNet call)."""
-        if not self.instruct:
-            raise InstructInputError(
-                "the edit mask compares the instruction branch with the image-only branch of an instruct "
-                "model; this model is a plain one. Load an 8-channel instruct model with 'Instruct UNet Loader'."
-            )
+        """Derive the edit mask from the full and image-only branches during sampling (no extra model call)."""
+        self._require_edit_model("the edit mask")
         self.edit_mask_options = options
 
     def set_conds(self, positive: list, negative: list) -> None:
-        branches = build_branches(self.model_patcher, positive, negative, four_branch=self.four_branch)
+        needs_uncond = self.schedule.image_cfg != 1.0
+        branches = build_branches(self.family, positive, negative, four_branch=self.four_branch, needs_uncond=needs_uncond)
         self.inner_set_conds({_COND_KEYS[name]: conds for name, conds in branches.items()})
 
     def _chain(self, timestep: torch.Tensor) -> Chain:
@@ -297,7 +238,7 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         else:
             ms = self.inner_model.model_sampling
             scales = self.schedule.at(float(timestep.reshape(-1)[0]), ms.percent_to_sigma)
-        if self.instruct:
+        if self.family is not None:
             return scales.chain()
         if self.four_branch:
             g = self.ip_guidance
@@ -397,7 +338,7 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         these results exactly. Core blends towards the *sampled* LATENT (``latent_image``: its noised
         ``scale_latent_inpaint(σ, noise, latent_image)`` into x, ``latent_image`` into the output),
         while region editing blends towards the *input image's* latent (``reference``, the processed
-        ``concat_latent_image``) whatever latent is sampled; the default is an empty latent at denoise
+        ``concat_latent_image`` or reference latent) whatever latent is sampled; the default is an empty latent at denoise
         1.0, where core would pull the outside towards zeros. Handing core the reference as the sampled
         latent instead changes the start (``noise_scaling(σ_max, noise, latent_image)`` adds it), so the
         inside would differ too. The blend mask changes mid-run (edit-mask restriction),
@@ -408,12 +349,33 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         mask = run.blend_mask(float(timestep.reshape(-1)[0])) if run is not None else None
         if mask is None:
             return super().outer_predict_noise(x, timestep, model_options, seed)
+        if x.ndim == 5:  # [B,C,T,h,w] (Qwen-Image's latents): one mask for every frame
+            mask = mask.unsqueeze(2)
         # Blended in fp32 whatever the latent's dtype (a half LATENT gives half noise and x): feathered
         # weights and the input's latent must not be rounded to half on the way.
         keep = 1.0 - mask
         noised = self.inner_model.scale_latent_inpaint(x=x.float(), sigma=timestep, noise=run.noise, latent_image=run.reference)
         out = super().outer_predict_noise((x.float() * mask + noised * keep).to(x.dtype), timestep, model_options, seed)
         return (out.float() * mask + run.reference * keep).to(out.dtype)
+
+    def _recorded_fit(self) -> Optional[Fit]:
+        """How Instruct Image Conditioning fitted the input image, when it made the conditioning."""
+        return next((c[FIT_KEY] for c in self.original_conds.get("positive", []) if c.get(FIT_KEY) is not None), None)
+
+    def _input_image(self, noise: torch.Tensor) -> torch.Tensor:
+        spatial = tuple(noise.shape[2:]) if noise.ndim == 4 else tuple(noise.shape[-2:])
+        image = input_image(self.family, self.original_conds.get("positive", []), spatial, int(noise.shape[1]))
+        if image is None:
+            f = self.pixel_factor
+            sizes = ", ".join(
+                f"{lat.shape[-1] * f}x{lat.shape[-2] * f}" for c in self.original_conds.get("positive", []) for lat in self.family.images(c)
+            )
+            raise InstructInputError(
+                f"the latent to sample is {noise.shape[-1] * f}x{noise.shape[-2] * f} but the input image is {sizes or 'missing'}; "
+                "region editing reconstructs the outside from the input image, so sample the latent output of 'Instruct Image "
+                "Conditioning' (same size as the image)."
+            )
+        return image
 
     def _start_run(self, noise: torch.Tensor, sigmas: torch.Tensor, latent_shapes: Optional[list]) -> Optional[_RegionRun]:
         if self.region_mask is None and self.edit_mask_options is None:
@@ -422,19 +384,16 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
             raise InstructInputError("region editing and the edit mask do not support nested (multi-part) latents.")
         reference = None
         fixed = None
+        factor = self.pixel_factor
         if self.region_mask is not None or self.edit_mask_options.restrict:
-            image = next(c[IMAGE_KEY] for c in self.original_conds["positive"] if c.get(IMAGE_KEY) is not None)
-            if tuple(image.shape[-2:]) != tuple(noise.shape[-2:]):
-                raise InstructInputError(
-                    f"the latent to sample is {noise.shape[-1] * 8}x{noise.shape[-2] * 8} but the input image is "
-                    f"{image.shape[-1] * 8}x{image.shape[-2] * 8}; region editing reconstructs the outside from the input image, "
-                    "so sample the latent output of 'Instruct Image Conditioning' (same size as the image)."
-                )
+            image = self._input_image(noise)
             reference = self.inner_model.process_latent_in(image.to(noise.device, torch.float32)).expand_as(noise).contiguous()
         if self.region_mask is not None:
-            fixed = region_in_latent(self.region_mask, tuple(noise.shape[-2:]), self.region_feather, "region_mask").to(noise.device)
+            fit = self._recorded_fit()
+            hw = tuple(noise.shape[-2:])
+            fixed = region_in_latent(self.region_mask, hw, self.region_feather, "region_mask", factor, fit).to(noise.device)
             require_painted(fixed, "region_mask", cropped=True)
-        run = _RegionRun(noise=noise.float(), reference=reference, fixed=fixed)
+        run = _RegionRun(noise=noise.float(), reference=reference, fixed=fixed, factor=factor)
         if self.edit_mask_options is not None:
             steps = int(sigmas.shape[-1]) - 1
             k = self.edit_mask_options.window_steps(steps)
@@ -450,7 +409,7 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         finally:
             run, self._run = self._run, None
             if run is not None and run.edit is not None:
-                self.edit_mask = run.edit.mask(run.options.blur, run.options.threshold)
+                self.edit_mask = run.edit.mask(run.options.blur, run.options.threshold, run.factor)
 
     def sample(
         self,
@@ -464,7 +423,7 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         seed: Optional[int] = None,
     ) -> torch.Tensor:
         try:
-            _check_image_batch(self.original_conds, int(noise.shape[0]))
+            _check_image_batch(self.family, self.original_conds, int(noise.shape[0]))
             _check_something_to_start_from(sigmas, latent_image)
             if self.region_mask is not None:
                 masks = self.region_mask.reshape((-1,) + tuple(self.region_mask.shape[-2:])).shape[0]

@@ -6,8 +6,9 @@ Three jobs, shared by the sampler (latent space) and the pixel composite:
   instruction changes the prediction, ``|full − image_only|``, averaged over channels, each step's
   map scaled to mean 1 (so every step counts the same whatever its noise level or the model's
   parameterisation), averaged over the early steps, blurred, scaled to a maximum of 1, thresholded.
-* **Region masks in latent space**: a latent cell is outside the region only when all of its 8×8
-  pixels are outside (max-pooling), so the edit area never shrinks and "outside" means outside.
+* **Region masks in latent space**: a latent cell is outside the region only when all of its pixels
+  (8×8 for most VAEs, 16×16 for Flux.2's) are outside (max-pooling), so the edit area never shrinks
+  and "outside" means outside.
 * **Inward feather** (``models/masks.py``, shared with the pixel composite): the ramp lies inside the
   mask (0 at its edge, 1 at ``width`` inside), so the outside stays exactly 0 — the guarantee the
   sampler and the composite give.
@@ -23,10 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from ..models.errors import InstructInputError
-from ..models.image_latent import SizeMode, fit_image, target_size
+from ..models.geometry import Fit, Resolution, SizeMode
+from ..models.image_latent import fits_of
 from ..models.masks import batch_mask, feather_inward
 
-LATENT_FACTOR = 8  # VAE downscale of the SD1.5 / SDXL families
+LATENT_FACTOR = 8  # VAE downscale of every family but Flux.2 (16)
 
 
 @dataclass(frozen=True)
@@ -70,18 +72,22 @@ def _bilinear(nchw: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return F.interpolate(nchw, size=(height, width), mode="bilinear", align_corners=False)
 
 
-def fit_to_image(mask: torch.Tensor, image_hw: tuple[int, int], what: str) -> torch.Tensor:
-    """Bring a MASK to the size of the image being edited (``image_hw``, multiples of 8).
+def fit_to_image(mask: torch.Tensor, image_hw: tuple[int, int], what: str, fit: Optional[Fit] = None) -> torch.Tensor:
+    """Bring a MASK to the size of the image being edited (``image_hw``).
 
-    Accepted: the same size; the size of the input image before Instruct Image Conditioning made
-    it a multiple of 8 (its size rules: centre crop, its default, then resize). Anything else is a
-    wiring mistake.
+    Accepted: the same size; the size of the input image before Instruct Image Conditioning fitted it
+    (``fit``, which the conditioner records on the conditioning; without one, the size rules that keep the
+    pixel grid are tried: centre crop, its default, then resize and pad). Anything else is a wiring mistake.
     """
     mask = batch_mask(mask, what)
     height, width = mask.shape[-2:]
-    for mode in (SizeMode.CROP, SizeMode.RESIZE):
-        if target_size(height, width, mode) == tuple(image_hw):
-            return fit_image(mask[..., None], mode, _bilinear)[..., 0]
+    if (height, width) == tuple(image_hw):
+        return mask
+    if fit is not None and fit.source == (height, width) and fit.size == tuple(image_hw):
+        return fit.apply_mask(mask, _bilinear)
+    for candidate in (f for mode in (SizeMode.CROP, SizeMode.RESIZE, SizeMode.PAD) for f in fits_of(height, width, mode, Resolution.KEEP)):
+        if candidate.size == tuple(image_hw):
+            return candidate.apply_mask(mask, _bilinear)
     h, w = image_hw
     raise InstructInputError(
         f"'{what}' is {width}x{height} but the image being edited is {w}x{h}. Draw the mask on the input "
@@ -97,19 +103,19 @@ def check_batch(mask_batch: int, latent_batch: int, what: str) -> None:
         )
 
 
-def to_latent(mask_px: torch.Tensor) -> torch.Tensor:
-    """[B,H,W] pixel mask → [B,1,H/8,W/8]; a cell takes the largest value of its 8×8 pixels."""
-    return F.max_pool2d(mask_px[:, None], LATENT_FACTOR)
+def to_latent(mask_px: torch.Tensor, factor: int = LATENT_FACTOR) -> torch.Tensor:
+    """[B,H,W] pixel mask → [B,1,H/f,W/f]; a cell takes the largest value of its f×f pixels."""
+    return F.max_pool2d(mask_px[:, None], factor)
 
 
-def to_pixels(mask_latent: torch.Tensor) -> torch.Tensor:
-    """[B,1,h,w] latent mask → MASK [B,8h,8w] (each cell becomes its 8×8 block; exact inverse of ``to_latent``)."""
-    return mask_latent[:, 0].repeat_interleave(LATENT_FACTOR, dim=-2).repeat_interleave(LATENT_FACTOR, dim=-1)
+def to_pixels(mask_latent: torch.Tensor, factor: int = LATENT_FACTOR) -> torch.Tensor:
+    """[B,1,h,w] latent mask → MASK [B,fh,fw] (each cell becomes its f×f block; exact inverse of ``to_latent``)."""
+    return mask_latent[:, 0].repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
 
 
-def latent_feather(pixels: int) -> int:
+def latent_feather(pixels: int, factor: int = LATENT_FACTOR) -> int:
     """Feather width in latent cells for a width in pixels (any non-zero width gives at least a cell)."""
-    return math.ceil(max(0, pixels) / LATENT_FACTOR)
+    return math.ceil(max(0, pixels) / factor)
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -124,11 +130,13 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), kernel.reshape(1, 1, -1, 1))
 
 
-def region_in_latent(mask: torch.Tensor, latent_hw: tuple[int, int], feather_px: int, what: str) -> torch.Tensor:
+def region_in_latent(
+    mask: torch.Tensor, latent_hw: tuple[int, int], feather_px: int, what: str, factor: int = LATENT_FACTOR, fit: Optional[Fit] = None
+) -> torch.Tensor:
     """A user MASK as the sampler's blend weight [B,1,h,w]: fitted, max-pooled, feathered inwards."""
     h, w = latent_hw
-    fitted = fit_to_image(mask, (h * LATENT_FACTOR, w * LATENT_FACTOR), what)
-    return feather_inward(to_latent(fitted), latent_feather(feather_px))
+    fitted = fit_to_image(mask, (h * factor, w * factor), what, fit)
+    return feather_inward(to_latent(fitted, factor), latent_feather(feather_px, factor))
 
 
 class EditMaskAccumulator:
@@ -139,21 +147,23 @@ class EditMaskAccumulator:
         self.count = 0
 
     def add(self, full: torch.Tensor, image_only: torch.Tensor) -> None:
-        diff = (full.float() - image_only.float()).abs().mean(dim=1, keepdim=True)
+        """One step's branch predictions, [B,C,h,w] or [B,C,T,h,w] (frames are averaged like channels)."""
+        diff = (full.float() - image_only.float()).abs()
+        diff = diff.flatten(1, -3).mean(dim=1, keepdim=True)
         scale = diff.mean(dim=(2, 3), keepdim=True).clamp_min(1e-12)
         step = diff / scale
         self.total = step if self.total is None else self.total + step
         self.count += 1
 
-    def soft(self, blur_px: float) -> Optional[torch.Tensor]:
+    def soft(self, blur_px: float, factor: int = LATENT_FACTOR) -> Optional[torch.Tensor]:
         """[B,1,h,w] in [0,1] (maximum 1 per image), or None before the first step."""
         if self.total is None:
             return None
-        mean = gaussian_blur(self.total / self.count, blur_px / LATENT_FACTOR)
+        mean = gaussian_blur(self.total / self.count, blur_px / factor)
         return mean / mean.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
 
-    def mask(self, blur_px: float, threshold: float) -> Optional[torch.Tensor]:
-        soft = self.soft(blur_px)
+    def mask(self, blur_px: float, threshold: float, factor: int = LATENT_FACTOR) -> Optional[torch.Tensor]:
+        soft = self.soft(blur_px, factor)
         if soft is None or threshold <= 0:
             return soft
         return (soft >= threshold).to(soft.dtype)

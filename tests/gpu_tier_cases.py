@@ -161,7 +161,7 @@ def test_model_on_the_gpu_conditioning_image_on_the_cpu(gpu, dtype):
     node = h.nodes.NODE_CLASS_MAPPINGS
     model, clip, vae = (
         node["InstructUNetLoader"]
-        .execute(model_name=graphs.FULL_INSTRUCT, weights="auto (EMA when present)", prediction="auto", weight_dtype=dtype)
+        .execute(model_name=graphs.FULL_INSTRUCT, weights="auto", prediction="auto", weight_dtype=dtype)
         .result[:3]
     )
     h.mm.load_models_gpu([model])
@@ -173,7 +173,7 @@ def test_model_on_the_gpu_conditioning_image_on_the_cpu(gpu, dtype):
     neg = nodes.CLIPTextEncode().encode(clip, graphs.NEGATIVE)[0]
     cpos, cneg, lat = (
         node["InstructImageConditioning"]
-        .execute(positive=pos, negative=neg, vae=vae, image=image, size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)")
+        .execute(positive=pos, negative=neg, vae=vae, image=image, size_mode="crop", latent_output="empty")
         .result[:3]
     )
     assert cpos[0][1]["concat_latent_image"].device.type == "cpu"

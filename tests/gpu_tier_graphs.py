@@ -66,7 +66,7 @@ def _loader(g, name: str, weight_dtype: str):
         "InstructUNetLoader",
         id="load",
         model_name=name,
-        weights="auto (EMA when present)",
+        weights="auto",
         prediction="auto",
         weight_dtype=weight_dtype,
     )
@@ -83,8 +83,8 @@ def _conditioning(g, loader, text: str):
         negative=neg.out(0),
         vae=loader.out(2),
         image=img.out(0),
-        size_mode="crop to multiple of 8",
-        latent_output="empty (denoise 1.0)",
+        size_mode="crop",
+        latent_output="empty",
     )
 
 
@@ -127,7 +127,7 @@ def ipadapter_graph(harness, weight_dtype: str, text: str) -> dict:
     ipl = g.node("IPAdapterInstructLoader", id="ipl", ipadapter_file=ADAPTER)
     cv = g.node("InstructTestTinyClipVision", id="cv")
     img = g.node("LoadImage", id="ipimg", image=IMAGE)
-    for node_id, guidance in (("simple", "simple (2-pass CFG)"), ("four", "4-branch")):
+    for node_id, guidance in (("simple", "simple"), ("four", "four_branch")):
         ipa = g.node(
             "IPAdapterInstructApply",
             id=f"ipa_{node_id}",

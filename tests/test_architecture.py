@@ -201,19 +201,31 @@ def test_a_planted_cycle_is_found():
 
 
 def test_every_node_takes_its_widgets_by_name(comfy):
-    """execute names every input of its schema (no ``**kwargs``): a renamed widget fails here, not at run time."""
+    """execute names every input of its schema: a renamed widget fails here, not at run time. The one exception is
+    the sampler nodes' shared guidance options, received as ``**guidance`` and declared once (``GuidanceWidgets``)."""
     import inspect
 
+    shared = comfy.pack("nodes.guidance_options")
+    takes_shared = 0
     for node_id in comfy.pack_node_ids:
         cls = comfy.nodes.NODE_CLASS_MAPPINGS[node_id]
         params = inspect.signature(cls.execute).parameters
-        kinds = {p.kind for p in params.values()}
-        assert not kinds & {inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL}, f"{node_id}.execute takes */**"
+        assert not any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params.values()), f"{node_id}.execute takes *args"
+        variadic = [name for name, p in params.items() if p.kind is inspect.Parameter.VAR_KEYWORD]
         inputs = cls.GET_SCHEMA().inputs
-        assert set(params) == {i.id for i in inputs}, f"{node_id}: execute's parameters differ from its inputs"
+        named = {i.id for i in inputs}
+        if variadic:
+            assert variadic == ["guidance"], f"{node_id}.execute takes **{variadic[0]}"
+            received = named - set(params)
+            assert received and received <= shared.OPTION_IDS, f"{node_id}: **guidance receives {sorted(received - shared.OPTION_IDS)}"
+            assert all(spec in inputs for spec in shared.GUIDANCE_OPTIONS), f"{node_id}: not every shared guidance option is declared"
+            named -= received
+            takes_shared += 1
+        assert set(params) - set(variadic) == named, f"{node_id}: execute's parameters differ from its inputs"
         for spec in inputs:
-            if spec.optional:
+            if spec.optional and spec.id in params:
                 assert params[spec.id].default is not inspect.Parameter.empty, f"{node_id}: optional '{spec.id}' has no default"
+    assert takes_shared == 3  # Instruct KSampler, Instruct Guider, Instruct KSampler + Edit Mask
 
 
 def test_the_node_layer_names_the_node_once(comfy):

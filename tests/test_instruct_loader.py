@@ -37,13 +37,13 @@ def test_ema_weights_are_used_by_default_and_raw_on_request(comfy, tiny):
     auto = load(comfy, tiny["checkpoint_ema"])
     torch.testing.assert_close(conv_in(auto.model), ema)
     assert auto.notes == ["EMA weights"]
-    torch.testing.assert_close(conv_in(load(comfy, tiny["checkpoint_ema"], weights="non-EMA").model), raw)
-    torch.testing.assert_close(conv_in(load(comfy, tiny["checkpoint_ema"], weights="EMA").model), ema)
+    torch.testing.assert_close(conv_in(load(comfy, tiny["checkpoint_ema"], weights="non_ema").model), raw)
+    torch.testing.assert_close(conv_in(load(comfy, tiny["checkpoint_ema"], weights="ema").model), ema)
 
 
 def test_asking_for_ema_from_a_file_without_it_is_refused(comfy, tiny):
     with pytest.raises(errors(comfy).InstructModelError, match="carries no EMA copy.*'weights'"):
-        load(comfy, tiny["checkpoint"], weights="EMA")
+        load(comfy, tiny["checkpoint"], weights="ema")
 
 
 def test_bare_ldm_unet(comfy, tiny):
@@ -188,7 +188,7 @@ def test_node_lists_all_three_folders_and_loads_through_the_graph(comfy, tiny, t
     assert "diffusers/tiny-ip2p-pipeline" in options and "diffusers/tiny-ip2p-unet" in options
     assert not any(o.startswith("diffusers/tiny-ip2p-pipeline/") for o in options)
     model, clip, vae = node.execute(
-        model_name="checkpoints/tiny-ip2p-sd15.safetensors", weights="auto (EMA when present)", prediction="auto", weight_dtype="fp16"
+        model_name="checkpoints/tiny-ip2p-sd15.safetensors", weights="auto", prediction="auto", weight_dtype="fp16"
     ).result
     assert model.model.diffusion_model.input_blocks[0][0].weight.dtype == torch.float16
 

@@ -26,9 +26,7 @@ def conds(comfy, loaded):
     pos = nodes.CLIPTextEncode().encode(loaded.clip, "make it winter")[0]
     neg = nodes.CLIPTextEncode().encode(loaded.clip, "")[0]
     cond_node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-    out = cond_node.execute(
-        positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)"
-    ).result
+    out = cond_node.execute(positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop", latent_output="empty").result
     return {"pos": out[0], "neg": out[1], "latent": out[2], "raw_neg": neg, "raw_pos": pos, "image": image}
 
 
@@ -112,9 +110,7 @@ def test_same_image_as_core_dual_cfg_guider_wired_equivalently(comfy, tiny):
         latent_image=ip2p.out(2),
     )
     # pack: loader → conditioner → sampler
-    loader = g.node(
-        "InstructUNetLoader", id="iload", model_name=CKPT, weights="auto (EMA when present)", prediction="auto", weight_dtype="default"
-    )
+    loader = g.node("InstructUNetLoader", id="iload", model_name=CKPT, weights="auto", prediction="auto", weight_dtype="default")
     icond = g.node(
         "InstructImageConditioning",
         id="icond",
@@ -122,8 +118,8 @@ def test_same_image_as_core_dual_cfg_guider_wired_equivalently(comfy, tiny):
         negative=neg.out(0),
         vae=loader.out(2),
         image=img.out(0),
-        size_mode="crop to multiple of 8",
-        latent_output="empty (denoise 1.0)",
+        size_mode="crop",
+        latent_output="empty",
     )
     mine = g.node(
         "InstructKSampler",
@@ -200,8 +196,8 @@ def test_controlnet_reaches_all_three_branches(comfy, loaded, conds, tiny):
         negative=neg,
         vae=loaded.vae,
         image=conds["image"],
-        size_mode="crop to multiple of 8",
-        latent_output="empty (denoise 1.0)",
+        size_mode="crop",
+        latent_output="empty",
     ).result
     model, rec = recorded(loaded.model)
     with_cn = sample(comfy, model, pos, neg, latent, steps=2)
@@ -226,8 +222,8 @@ def test_controlnet_applied_after_the_conditioner_works_the_same(comfy, loaded, 
         negative=before[1],
         vae=loaded.vae,
         image=conds["image"],
-        size_mode="crop to multiple of 8",
-        latent_output="empty (denoise 1.0)",
+        size_mode="crop",
+        latent_output="empty",
     ).result
     p2, n2 = nodes.ControlNetApplyAdvanced().apply_controlnet(conds["pos"], conds["neg"], cnet, hint, 1.0, 0.0, 1.0)
     torch.testing.assert_close(sample(comfy, loaded.model, p1, n1, latent), sample(comfy, loaded.model, p2, n2, latent))
@@ -303,8 +299,8 @@ def test_denoise_below_one_starts_from_the_encoded_image(comfy, loaded, conds):
         negative=conds["raw_neg"],
         vae=loaded.vae,
         image=conds["image"],
-        size_mode="crop to multiple of 8",
-        latent_output="input image (for denoise < 1)",
+        size_mode="crop",
+        latent_output="image",
     ).result
     assert torch.count_nonzero(latent["samples"]) > 0
     node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
@@ -376,13 +372,13 @@ def test_plain_model_with_an_image_latent_is_refused(comfy, tiny, conds):
 
     errors = comfy.pack("models.errors")
     model = comfy_sd.load_checkpoint_guess_config(str(tiny["checkpoint_4ch"]), output_vae=False, output_clip=False)[0]
-    with pytest.raises(errors.InstructInputError, match="not an 8-channel instruct model.*Instruct UNet Loader"):
+    with pytest.raises(errors.InstructInputError, match="this model reads none.*would silently ignore the image.*Instruct UNet Loader"):
         sample(comfy, model, conds["pos"], conds["neg"], {"samples": torch.zeros(1, 4, 8, 8)})
 
 
 def test_missing_image_latent_is_refused(comfy, loaded, conds):
     errors = comfy.pack("models.errors")
-    with pytest.raises(errors.InstructInputError, match="'positive' conditioning has no input-image latent.*Instruct Image Conditioning"):
+    with pytest.raises(errors.InstructInputError, match="'positive' conditioning has no input image.*Instruct Image Conditioning"):
         sample(comfy, loaded.model, conds["raw_pos"], conds["raw_neg"], conds["latent"])
 
 
@@ -411,9 +407,7 @@ def test_controlnet_lora_and_the_three_nodes_in_one_graph(comfy, tiny, log_captu
     recorder node captures the control signal of every batched UNet call inside the run."""
     image = comfy.input_image("graph.png", seed=3)
     g = comfy.graph()
-    loader = g.node(
-        "InstructUNetLoader", id="load", model_name=CKPT, weights="auto (EMA when present)", prediction="auto", weight_dtype="default"
-    )
+    loader = g.node("InstructUNetLoader", id="load", model_name=CKPT, weights="auto", prediction="auto", weight_dtype="default")
     lora = g.node(
         "LoraLoader",
         id="lora",
@@ -446,8 +440,8 @@ def test_controlnet_lora_and_the_three_nodes_in_one_graph(comfy, tiny, log_captu
         negative=cna.out(1),
         vae=loader.out(2),
         image=img.out(0),
-        size_mode="crop to multiple of 8",
-        latent_output="empty (denoise 1.0)",
+        size_mode="crop",
+        latent_output="empty",
     )
     ks = g.node(
         "InstructKSampler",
@@ -551,6 +545,6 @@ def test_image_cfg_on_a_plain_model_is_reported_unused(comfy, tiny, conds, log_c
     assert not [m for m in log_capture.messages() if "is not used" in m]
     sample(comfy, model, conds["raw_pos"], conds["raw_neg"], latent, text_cfg=6.0, image_cfg=1.0, steps=1, image_cfg_end=0.5)
     sample(comfy, model, conds["raw_pos"], conds["raw_neg"], latent, text_cfg=6.0, image_cfg=1.5, steps=1)
-    warnings = [m for m in log_capture.messages() if "is not used on this plain (4-channel) model" in m]
-    assert len(warnings) == 2 and "image_cfg_start/end window" in warnings[0] and "image_cfg=1.5" in warnings[1]
-    assert "only acts on an instruct" in warnings[1]
+    warnings = [m for m in log_capture.messages() if "scales that are not used" in m]
+    assert len(warnings) == 2 and "image_cfg=1.0 and its image_cfg_start/end window" in warnings[0] and "image_cfg=1.5" in warnings[1]
+    assert "this model reads no input image (image_cfg acts on edit models); set it to 1.0 here" in warnings[1]

@@ -73,7 +73,7 @@ def apply_node(env, model=None, **kw):
         weight=0.8,
         start_at=0.0,
         end_at=1.0,
-        guidance="auto (as the reference)",
+        guidance="auto",
         instruct_cfg=6.0,
         image_cfg=1.0,
         auto_scale=True,
@@ -536,21 +536,25 @@ def test_four_branch_formula_with_several_images(comfy, env, count):
 def test_four_branch_image_scale_is_the_apply_nodes_and_a_set_sampler_image_cfg_is_reported(comfy, env, log_capture):
     patched = apply_node(env, task="object", instruct_cfg=4.0, image_cfg=1.5)
     at_one = run_sampler(comfy, patched, env.pos, env.neg, text_cfg=5.0, image_cfg=1.0)
-    assert not [m for m in log_capture.messages() if "is not used" in m]
+    assert not [m for m in log_capture.messages() if "not used" in m]
     at_three = run_sampler(comfy, patched, env.pos, env.neg, text_cfg=5.0, image_cfg=3.0)
     torch.testing.assert_close(at_three, at_one, rtol=0, atol=0)  # the sampler's image_cfg has no branch here
-    warnings = [m for m in log_capture.messages() if "image_cfg=3.0 is not used" in m]
-    assert len(warnings) == 1 and "IPAdapter-Instruct Apply's image_cfg (1.5)" in warnings[0]
+    warnings = [m for m in log_capture.messages() if "scales that are not used" in m]
+    assert len(warnings) == 1
+    assert "InstructKSampler's image_cfg=3.0: the image scale of IPAdapter-Instruct's 4-branch guidance is Apply's image_cfg (1.5)" in (
+        warnings[0]
+    )
     other = run_sampler(comfy, apply_node(env, task="object", instruct_cfg=4.0, image_cfg=2.5), env.pos, env.neg, image_cfg=1.0)
     assert not torch.allclose(other, at_one, atol=1e-5)  # Apply's image_cfg is the one that acts
 
 
-def test_four_branch_scales_set_in_the_simple_mode_are_reported(comfy, env, log_capture):
-    apply_node(env, task="style")
-    assert not [m for m in log_capture.messages() if "are not used" in m]
-    apply_node(env, task="style", instruct_cfg=4.0)
-    warnings = [m for m in log_capture.messages() if "instruct_cfg=4.0 / image_cfg=1.0 are not used" in m]
-    assert len(warnings) == 1 and "'4-branch'" in warnings[0]
+def test_four_branch_scales_set_in_the_simple_mode_are_reported_once_where_it_samples(comfy, env, log_capture):
+    run_sampler(comfy, apply_node(env, task="style"), env.pos, env.neg, image_cfg=1.0)
+    assert not [m for m in log_capture.messages() if "not used" in m]
+    run_sampler(comfy, apply_node(env, task="style", instruct_cfg=4.0), env.pos, env.neg, image_cfg=1.0)
+    warnings = [m for m in log_capture.messages() if "not used" in m]
+    assert len(warnings) == 1 and "instruct_cfg=4.0 / image_cfg=1.0: its guidance is 'simple'" in warnings[0]
+    assert "choose guidance 'four_branch' to use them" in warnings[0]
 
 
 # ---- composition --------------------------------------------------------------------------------
@@ -718,7 +722,7 @@ def test_lora_controlnet_and_adapter_in_one_graph(comfy, env, full, log_capture)
         weight=0.7,
         start_at=0.0,
         end_at=1.0,
-        guidance="auto (as the reference)",
+        guidance="auto",
         instruct_cfg=4.0,
         image_cfg=1.5,
         auto_scale=True,
@@ -779,8 +783,8 @@ def instruct_env(comfy, env, full):
             negative=env.neg,
             vae=loaded.vae,
             image=torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(4)),
-            size_mode="crop to multiple of 8",
-            latent_output="empty (denoise 1.0)",
+            size_mode="crop",
+            latent_output="empty",
         )
         .result
     )
@@ -819,7 +823,7 @@ def test_several_images_sample_the_same_batched_and_unbatched_on_an_instruct_mod
     assert torch.isfinite(together).all()
     assert_batching_changes_nothing(sample, together, apart, ie.loaded.model, base_runs, ("instruct model", sampler))
     if task == "object" and sampler == "instruct":  # the 4-branch request cannot be met on an instruct model
-        assert [m for m in log_capture.messages() if "instruct (8-channel) model, which samples the dual CFG" in m]
+        assert [m for m in log_capture.messages() if "an edit model samples its own text and image guidance" in m]
 
 
 # ---- encodings (at the end, beside the smallest UNet: their reference encoders would add to the fp32 UNet's peak) ----

@@ -156,9 +156,9 @@ def test_layer_keys_follow_the_reference_order_with_the_middle_block():
 
 def test_task_presets_and_the_reference_mode_rule():
     assert spec_mod.query_for("style", "") == "use the style"
-    assert spec_mod.query_for("custom (instruction text)", "use the pose") == "use the pose"
+    assert spec_mod.query_for("custom", "use the pose") == "use the pose"
     with pytest.raises(errors.InstructModelError, match="instruction' is empty"):
-        spec_mod.query_for("custom (instruction text)", " ")
+        spec_mod.query_for("custom", " ")
     simple = [spec_mod.TASKS[t] for t in ("everything", "style", "face")]
     four = [spec_mod.TASKS[t] for t in ("composition", "object")]
     assert not any(spec_mod.reference_wants_four_branch(q) for q in simple)

@@ -12,16 +12,14 @@ import pytest
 import torch
 
 CKPT = "checkpoints/tiny-ip2p-sd15.safetensors"
-EMPTY_LATENT = "empty (denoise 1.0)"
-IMAGE_LATENT = "input image (for denoise < 1)"
+EMPTY_LATENT = "empty"
+IMAGE_LATENT = "image"
 SAMPLING = dict(seed=3, steps=2, sampler_name="euler", scheduler="normal", text_cfg=7.5, image_cfg=1.5)
 
 
 def edit_graph(comfy, image: str, height: int = 64, width: int = 64, latent_output: str = EMPTY_LATENT):
     g = comfy.graph()
-    loader = g.node(
-        "InstructUNetLoader", id="load", model_name=CKPT, weights="auto (EMA when present)", prediction="auto", weight_dtype="default"
-    )
+    loader = g.node("InstructUNetLoader", id="load", model_name=CKPT, weights="auto", prediction="auto", weight_dtype="default")
     img = g.node("LoadImage", id="img", image=comfy.input_image(image, height=height, width=width, seed=4))
     pos = g.node("CLIPTextEncode", id="pos", clip=loader.out(1), text="make it winter")
     neg = g.node("CLIPTextEncode", id="neg", clip=loader.out(1), text="")
@@ -32,7 +30,7 @@ def edit_graph(comfy, image: str, height: int = 64, width: int = 64, latent_outp
         negative=neg.out(0),
         vae=loader.out(2),
         image=img.out(0),
-        size_mode="crop to multiple of 8",
+        size_mode="crop",
         latent_output=latent_output,
     )
     return g, loader, cond
@@ -194,7 +192,7 @@ def test_edit_mask_floats_are_checked_too(comfy, tiny):
         mask_steps=0.5,
         mask_blur=float("nan"),
         mask_threshold=0.5,
-        restrict="restrict the rest of the sampling",
+        restrict="restrict",
         region_feather=0,
         **SAMPLING,
     )
@@ -292,7 +290,7 @@ def test_a_damaged_pipeline_file_is_named(comfy, tiny_diffusers, diffusers_root,
         "InstructUNetLoader",
         id="load",
         model_name=f"diffusers/{name}",
-        weights="auto (EMA when present)",
+        weights="auto",
         prediction="auto",
         weight_dtype="default",
     )

@@ -84,7 +84,7 @@ def edit_graph(
         "InstructUNetLoader",
         id="load",
         model_name=CKPT if source == "ldm" else PIPELINE,
-        weights="auto (EMA when present)",
+        weights="auto",
         prediction="auto",
         weight_dtype=mode,
     )
@@ -130,8 +130,8 @@ def edit_graph(
         negative=negative,
         vae=vae,
         image=img.out(0),
-        size_mode="crop to multiple of 8",
-        latent_output="empty (denoise 1.0)",
+        size_mode="crop",
+        latent_output="empty",
     )
     common = dict(model=model, positive=cond.out(0), negative=cond.out(1), latent_image=cond.out(2), **SAMPLING)
     if region:
@@ -146,7 +146,7 @@ def edit_graph(
             mask_steps=0.5,
             mask_blur=8.0,
             mask_threshold=0.0,
-            restrict="restrict the rest of the sampling",
+            restrict="restrict",
             region_feather=8,
             **common,
         )
@@ -161,7 +161,7 @@ def edit_graph(
             original=img.out(0),
             mask=mask.out(0),
             feather=4,
-            size_mode="crop to multiple of 8",
+            size_mode="crop",
         )
         g.node("PreviewImage", id="preview", images=g.lookup_node("comp").out(0))
     else:
@@ -355,9 +355,7 @@ def test_half_unet_with_text_encoder_and_vae_of_other_precisions(comfy, tiny, al
         model = comfy.test_nodes.InstructTestRecordDtypes().patch(model)[0]
         pos = nodes.CLIPTextEncode().encode(clip, "make it winter")[0]
         neg = nodes.CLIPTextEncode().encode(clip, "")[0]
-        c = cond_node.execute(
-            positive=pos, negative=neg, vae=v, image=image, size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)"
-        ).result
+        c = cond_node.execute(positive=pos, negative=neg, vae=v, image=image, size_mode="crop", latent_output="empty").result
         comfy.test_nodes.DTYPES.clear()
         latent = sampler.execute(model=model, positive=c[0], negative=c[1], latent_image=c[2], **SAMPLING).result[0]
         records = list(comfy.test_nodes.DTYPES)
@@ -429,9 +427,7 @@ def test_region_blend_with_a_half_latent_keeps_the_input_latent_outside(comfy, t
     neg = nodes.CLIPTextEncode().encode(loaded.clip, "")[0]
     c = (
         comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-        .execute(
-            positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)"
-        )
+        .execute(positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop", latent_output="empty")
         .result
     )
     region = torch.zeros(1, 64, 64)
@@ -482,8 +478,8 @@ def ip_env(comfy, full):
             negative=neg,
             vae=vae,
             image=torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(4)),
-            size_mode="crop to multiple of 8",
-            latent_output="empty (denoise 1.0)",
+            size_mode="crop",
+            latent_output="empty",
         )
         .result
     )
@@ -525,7 +521,7 @@ def ip_applied(comfy, env, case: str):
             weight=0.8,
             start_at=0.0,
             end_at=1.0,
-            guidance="auto (as the reference)",
+            guidance="auto",
             instruct_cfg=4.0,
             image_cfg=1.5,
             auto_scale=True,

@@ -27,9 +27,7 @@ def encode(comfy, loaded, instruction: str, negative: str = "", seed: int = 5):
     neg = nodes.CLIPTextEncode().encode(loaded.clip, negative)[0]
     out = (
         comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-        .execute(
-            positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)"
-        )
+        .execute(positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop", latent_output="empty")
         .result
     )
     return {"pos": out[0], "neg": out[1], "latent": out[2], "image_latent": out[0][0][1]["concat_latent_image"], "image": image}
@@ -95,7 +93,7 @@ def edit_mask_sampler(comfy, model, e, steps=4, sampler="euler", restrict=True, 
         mask_steps=mask_steps,
         mask_blur=blur,
         mask_threshold=threshold,
-        restrict=regions_nodes.RESTRICT if restrict else regions_nodes.MASK_ONLY,
+        restrict="restrict" if restrict else "mask_only",
         region_feather=feather,
         **COMMON,
     ).result
@@ -210,9 +208,7 @@ def region_graph(comfy, image: str, height: int, width: int, box: tuple[int, int
     """Loader → Load Image → instruction/negative → conditioner, and a box MASK (x, y, w, h) made with
     core mask nodes, drawn on the input image's size."""
     g = comfy.graph()
-    loader = g.node(
-        "InstructUNetLoader", id="load", model_name=CKPT, weights="auto (EMA when present)", prediction="auto", weight_dtype="default"
-    )
+    loader = g.node("InstructUNetLoader", id="load", model_name=CKPT, weights="auto", prediction="auto", weight_dtype="default")
     img = g.node("LoadImage", id="img", image=comfy.input_image(image, height=height, width=width, seed=4))
     pos = g.node("CLIPTextEncode", id="pos", clip=loader.out(1), text="make it winter")
     neg = g.node("CLIPTextEncode", id="neg", clip=loader.out(1), text="")
@@ -223,8 +219,8 @@ def region_graph(comfy, image: str, height: int, width: int, box: tuple[int, int
         negative=neg.out(0),
         vae=loader.out(2),
         image=img.out(0),
-        size_mode="crop to multiple of 8",
-        latent_output="empty (denoise 1.0)",
+        size_mode="crop",
+        latent_output="empty",
     )
     x, y, w, h = box
     empty = g.node("SolidMask", id="m0", value=0.0, width=width, height=height)
@@ -288,7 +284,7 @@ def test_pixel_composite_is_exactly_the_original_outside_the_mask_in_a_graph(com
         original=img.out(0),
         mask=region.out(0),
         feather=4,
-        size_mode="crop to multiple of 8",
+        size_mode="crop",
     )
     g.node("PreviewImage", id="preview", images=g.lookup_node("comp").out(0))
     result = comfy.run(g.finalize())
@@ -310,7 +306,7 @@ def test_a_region_mask_of_another_size_names_both_sizes(comfy, loaded, edit):
     assert "InstructKSampler: 'region_mask' is 96x128 but the image being edited is 64x64" in str(err.value)
 
 
-def test_region_and_edit_mask_need_an_instruct_model(comfy, loaded, tiny):
+def test_region_and_edit_mask_need_an_edit_model(comfy, loaded, tiny):
     import nodes
 
     errors = comfy.pack("models.errors")
@@ -319,9 +315,9 @@ def test_region_and_edit_mask_need_an_instruct_model(comfy, loaded, tiny):
     neg = nodes.CLIPTextEncode().encode(loaded.clip, "")[0]
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
     plain_conds = {"pos": pos, "neg": neg, "latent": latent}
-    with pytest.raises(errors.InstructInputError, match="'region_mask' needs an instruct model"):
+    with pytest.raises(errors.InstructInputError, match="'region_mask' needs an edit model .* this model reads no input image"):
         ksampler(comfy, plain, plain_conds, steps=1, region_mask=box_mask(0, 0, 8, 8))
-    with pytest.raises(errors.InstructInputError, match="the edit mask compares the instruction branch with the image-only branch"):
+    with pytest.raises(errors.InstructInputError, match="the edit mask needs an edit model .* the edit mask compares the branches"):
         edit_mask_sampler(comfy, plain, plain_conds, steps=1)
 
 

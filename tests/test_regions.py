@@ -122,8 +122,10 @@ def test_edit_mask_window_is_at_least_one_step():
 # ---- pixel composite ---------------------------------------------------------------------------------
 
 
-def composite(edited, original, mask, feather=0, mode="crop to multiple of 8"):
-    return image_latent.composite_into_original(edited, original, mask, feather, image_latent.SizeMode(mode), torch_resize)
+def composite(edited, original, mask, feather=0, mode="crop", resolution="keep"):
+    geometry = pure("models.geometry")
+    mode, resolution = geometry.SizeMode(mode), geometry.Resolution(resolution)
+    return image_latent.composite_into_original(edited, original, mask, feather, mode, torch_resize, resolution)
 
 
 def test_composite_is_the_original_exactly_outside_the_mask():
@@ -159,7 +161,7 @@ def test_composite_of_a_resized_edit_scales_it_back():
     edited = torch.rand(1, 64, 48, 3)
     mask = torch.zeros(1, 60, 44)
     mask[:, :30] = 1.0
-    out = composite(edited, original, mask, mode="resize to multiple of 8")
+    out = composite(edited, original, mask, mode="resize")
     assert out.shape == original.shape
     assert torch.equal(out[:, 30:], original[:, 30:])
 
