@@ -96,7 +96,7 @@ def ip_adapter(g: Graph, model, clip, prompt: str, negative: str, weight: float)
         weight=weight,
         start_at=0.0,
         end_at=1.0,
-        guidance="auto (as the reference)",
+        guidance="auto",
         instruct_cfg=6.0,
         image_cfg=1.0,
         auto_scale=True,
@@ -104,6 +104,7 @@ def ip_adapter(g: Graph, model, clip, prompt: str, negative: str, weight: float)
 
 
 IP2P = "checkpoints/instruct-pix2pix-00-22000.safetensors"
+LCM_LORA = "lcm-lora-sdv1-5.safetensors"
 
 
 def instruct_edit_sd15() -> Graph:
@@ -159,9 +160,12 @@ def instruct_edit_controlnet() -> Graph:
 def instruct_edit_lora() -> Graph:
     g = Graph(
         "instruct_edit_lora",
-        "Instruct edit + LoRA",
-        EDIT_NOTE + "\nAn SD1.5 LoRA (style or subject) on the instruct model steers the look of the edit; "
-        "strength 0.5-1.0. Text encoder strength changes how the instruction is read.",
+        "Instruct edit in 6 steps with the LCM LoRA",
+        EDIT_NOTE + "\nThe LCM LoRA for SD1.5 (latent-consistency/lcm-lora-sdv1-5) on the instruct model turns a 20-step "
+        "edit into a 4-8-step one: LoRA strength 1.0, ModelSamplingDiscrete 'lcm', sampler lcm, scheduler sgm_uniform, "
+        "6 steps, low guidance (text_cfg 1.5-2, image_cfg 1.0-1.3; image_cfg 1.0 skips a pass). Starting points, not "
+        "the LoRA's published values (it was distilled on text-to-image SD1.5): raise steps to 8 if details smear. "
+        "Any SD1.5 style LoRA loads the same way (then keep the 20-step settings).",
     )
 
     def lora(loader):
@@ -171,14 +175,15 @@ def instruct_edit_lora() -> Graph:
             row=3,
             model=loader.out(0),
             clip=loader.out(1),
-            lora_name="sd15_style_lora.safetensors",
-            strength_model=0.8,
-            strength_clip=0.8,
+            lora_name=LCM_LORA,
+            strength_model=1.0,
+            strength_clip=1.0,
         )
-        return node.out(0), node.out(1)
+        lcm = g.add("ModelSamplingDiscrete", column=2, row=3, model=node.out(0), sampling="lcm", zsnr=False)
+        return lcm.out(0), node.out(1)
 
     loader, model, cond, _ = edit_inputs(g, IP2P, patch=lora)
-    edit_sampler(g, loader, model, cond)
+    edit_sampler(g, loader, model, cond, steps=6, text_cfg=1.8, image_cfg=1.2, sampler="lcm", scheduler="sgm_uniform")
     return g
 
 
@@ -334,14 +339,15 @@ def instruct_edit_region() -> Graph:
 def instruct_merge() -> Graph:
     g = Graph(
         "instruct_merge",
-        "Instruct Merge: edit with your own SD1.5 fine-tune",
-        EDIT_NOTE + "\nInstruct Merge adds (your fine-tune - its base) to the instruct model, the first convolution "
-        "included, so edits take the fine-tune's look. custom = your SD1.5 fine-tune, base = SD1.5 v1-5. strength "
-        "0.5-1.0 (lower keeps more editing ability). To keep the merged model, add core 'Checkpoint Save' after the merge.",
+        "Instruct Merge: edit with an SD1.5 fine-tune (DreamShaper 8)",
+        EDIT_NOTE + "\nInstruct Merge adds (fine-tune - its base) to the instruct model, the first convolution "
+        "included, so edits take the fine-tune's look. Here custom = DreamShaper 8 (Lykon), base = SD1.5 v1-5 (what it "
+        "was trained from); swap in any SD1.5 fine-tune with the same base. strength 0.5-1.0 (lower keeps more editing "
+        "ability). To keep the merged model, add core 'Checkpoint Save' after the merge.",
     )
 
     def merge(loader):
-        custom = g.add("CheckpointLoaderSimple", "Fine-tune", 0, 1, ckpt_name="my_sd15_finetune.safetensors")
+        custom = g.add("CheckpointLoaderSimple", "Fine-tune", 0, 1, ckpt_name="DreamShaper_8_pruned.safetensors")
         base = g.add("CheckpointLoaderSimple", "Base", 0, 1, ckpt_name="v1-5-pruned-emaonly.safetensors")
         merged = g.add("InstructMerge", column=1, row=2, instruct=loader.out(0), custom=custom.out(0), base=base.out(0), strength=1.0)
         return merged.out(0), loader.out(1)

@@ -27,6 +27,8 @@ from instruct_harness import PACK_DIR, find_comfyui
 
 CHROMIUM = os.environ.get("INSTRUCT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
+LEGACY_WORKFLOWS = sorted((Path(__file__).resolve().parent / "data" / "workflows_0.1.0").glob("*.json"))
+MODEL_FILE_ENDINGS = (".safetensors", ".bin", ".pth", ".ckpt", ".pt", ".gguf")
 PACK_FOLDER = "ComfyUI-Instruct"
 #: Node types of this pack (a console error that names one, or the pack, is the pack's).
 PACK_WORDS = ("instruct", "ipadapter")
@@ -185,6 +187,9 @@ def test_workflow_opens_as_a_new_user_sees_it(page, path, tmp_path):
         assert len(shown) == 1, f"no missing-models dialog; dialogs: {dialogs}"
         labels = {m.splitlines()[0].strip() for m in shown[0]["models"]}
         assert labels == want
+        # every model a loader names can be downloaded from the dialog
+        files = {v.rsplit("/", 1)[-1] for n in ui["nodes"] for v in n.get("widgets_values", []) if str(v).endswith(MODEL_FILE_ENDINGS)}
+        assert files <= {label.rsplit(" / ", 1)[-1] for label in labels}, f"no download entry for {files - labels}"
         page.screenshot(path=str(shots_dir(tmp_path) / f"{path.stem}-missing-models.png"))
     else:
         assert not shown
@@ -204,3 +209,25 @@ def test_workflow_opens_as_a_new_user_sees_it(page, path, tmp_path):
     errors = [e for e in page.console_errors if "content security policy" not in e.lower()]
     ours = [e for e in errors if any(w in e.lower() for w in PACK_WORDS)]
     assert ours == []
+
+
+@pytest.mark.parametrize("path", LEGACY_WORKFLOWS, ids=[p.stem for p in LEGACY_WORKFLOWS])
+def test_a_0_1_0_workflow_opens_and_queues_its_saved_values(page, path):
+    """A workflow saved by 0.1.0 (its combo values are today's 0.1.0 phrases) opens without a missing-node dialog
+    or a pack error, and the frontend sends exactly what was saved (the server maps the phrases to tokens)."""
+    ui = json.loads(path.read_text())
+    api = json.loads((path.parent / "api" / path.name).read_text())
+    page.console_errors.clear()
+    page.evaluate(OPEN_JS, [ui, path.name])
+    page.wait_for_timeout(800)
+    dialogs = page.evaluate(DIALOGS_JS)
+    assert not any("missing" in d["text"].lower() and "node" in d["text"].lower() for d in dialogs), dialogs
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(300)
+    prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    # inputs added since 0.1.0 are sent with their defaults; everything 0.1.0 saved is sent unchanged
+    for key, node in api.items():
+        sent = prompt[key]["inputs"]
+        assert {k: sent.get(k) for k in node["inputs"]} == node["inputs"], key
+    errors = [e for e in page.console_errors if "content security policy" not in e.lower()]
+    assert [e for e in errors if any(w in e.lower() for w in PACK_WORDS)] == []
