@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 NODE_CLASSES: tuple[tuple[str, str], ...] = (
     ("loaders", "InstructUNetLoader"),
     ("conditioning", "InstructImageConditioning"),
+    ("qwen_text", "InstructTextEncodeQwenImageEdit"),
     ("sampling", "InstructKSampler"),
     ("sampling", "InstructGuider"),
     ("regions", "InstructKSamplerEditMask"),

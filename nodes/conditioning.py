@@ -57,6 +57,15 @@ def _check_latent(latent: torch.Tensor, model: Any, source: str) -> None:
         )
 
 
+def _encode(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """VAE Encode of an image batch. A video VAE (Qwen-Image's Wan 2.1 VAE) reads a batch as frames of one clip,
+    so there each image is encoded alone and the results form a batch of one-frame latents."""
+    first = vae.encode(pixels[:1])
+    if first.ndim != 5 or pixels.shape[0] == 1:
+        return first if pixels.shape[0] == 1 else vae.encode(pixels)
+    return torch.cat([first, *(vae.encode(pixels[i : i + 1]) for i in range(1, pixels.shape[0]))])
+
+
 class InstructImageConditioning(InstructNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -148,7 +157,7 @@ class InstructImageConditioning(InstructNode):
             fit = plan(rgb.shape[1], rgb.shape[2], SizeMode(size_mode), family.cell, Resolution(resolution))
             if not fit.is_exact:
                 log.info("Instruct Image Conditioning: the image is resampled (%s); the composite puts the edit back", fit.describe())
-            latent = vae.encode(fit.apply(rgb, resize_image))
+            latent = _encode(vae, fit.apply(rgb, resize_image))
             _check_latent(latent, model, "VAE output")
 
         keep_image = LatentMode(latent_output) is LatentMode.IMAGE or mask is not None

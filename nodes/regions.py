@@ -133,8 +133,9 @@ class InstructRegionComposite(InstructNode):
                 io.Image.Input("original", tooltip="The input image that was edited (the one fed to Instruct Image Conditioning)."),
                 io.Mask.Input(
                     "mask",
+                    optional=True,
                     tooltip="Where the edit is kept: a mask drawn on the original, or the edit_mask of Instruct KSampler + "
-                    "Edit Mask (the size of the edit).",
+                    "Edit Mask (the size of the edit). Unconnected: the whole edit, put back on the original's size and grid.",
                 ),
                 io.Int.Input(
                     "feather",
@@ -161,7 +162,9 @@ class InstructRegionComposite(InstructNode):
         )
 
     @classmethod
-    def execute(cls, edited, original, mask, feather, size_mode, resolution=Resolution.KEEP.value) -> io.NodeOutput:
+    def execute(cls, edited, original, feather, size_mode, mask=None, resolution=Resolution.KEEP.value) -> io.NodeOutput:
+        if mask is None:  # the whole edit (what the conditioner cropped away stays the original's)
+            mask = torch.ones(original.shape[:3])
         out = composite_into_original(edited, original, mask, feather, SizeMode(size_mode), resize_image, Resolution(resolution))
         return io.NodeOutput(out)
 
