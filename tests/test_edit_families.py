@@ -403,3 +403,36 @@ def test_an_odd_sized_image_comes_back_at_its_size_with_the_unedited_pixels_bit_
     assert tuple(result.shape) == tuple(env.image.shape)
     outside = region[0] == 0
     assert torch.equal(result[0][outside], env.image[0][outside])
+
+
+def test_qwen_text_encode_gives_the_negative_without_the_image_for_the_unconditional_branch(comfy):
+    """Through a small Qwen2.5-VL text encoder of ComfyUI's own classes: the instruction and the negative carry
+    the image in their tokens, the negative also its image-free encoding (core's encoder, no image), and the
+    whole edit equals core DualCFGGuider with that encoding as its negative."""
+    from comfy_extras.nodes_qwen import TextEncodeQwenImageEditPlus
+
+    clip = family_models.tiny_qwen_edit_clip()
+    image = torch.rand(1, 40, 56, 3, generator=torch.Generator().manual_seed(9))
+    pos, neg = (
+        node(comfy, "InstructTextEncodeQwenImageEdit").execute(clip=clip, prompt="make it snow", negative_prompt="", image=image).result
+    )
+    uncond = neg[0][1]["instruct_uncond"]
+    plain = TextEncodeQwenImageEditPlus.execute(clip=clip, prompt="").result[0]
+    assert torch.equal(uncond[0][0], plain[0][0])
+    assert neg[0][0].shape[1] > uncond[0][0].shape[1]  # the vision tokens are in the negative, not in its image-free twin
+    with_image = TextEncodeQwenImageEditPlus.execute(clip=clip, prompt="make it snow", image1=image).result[0]
+    assert torch.equal(pos[0][0], with_image[0][0])
+
+    e = Env(
+        "qwen_image_edit",
+        family_models.tiny_model("qwen_image_edit"),
+        family_models.tiny_vae("qwen_image_edit", comfy.models_dir),
+        pos,
+        neg,
+        uncond,
+        image,
+    )
+    cpos, cneg, latent = condition(comfy, e, size_mode="pad")
+    mine = run_guider(comfy, instruct_guider(comfy, e, cpos, cneg), latent["samples"])
+    core = run_guider(comfy, core_dual(comfy, e, cpos, cneg, uncond), latent["samples"])
+    assert torch.equal(mine, core)
