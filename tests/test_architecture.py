@@ -19,7 +19,7 @@ PACK_DIR = Path(__file__).resolve().parents[1]
 #: Lower layers never import higher ones. The package's own ``__init__`` is ComfyUI's entry point.
 LAYERS = {"vocabulary": 0, "models": 1, "samplers": 2, "nodes": 3, "": 4}
 #: Folders of tooling: they may import the pack; the pack never imports them.
-TOOLING = ("tests", "scripts", "benchmarks")
+TOOLING = ("tests", "scripts", "benchmarks", "testing", "headless", "authoring")
 #: The one lazy import the pack keeps on purpose: ComfyUI calls ``comfy_entrypoint``, and importing
 #: ``nodes`` (which imports ComfyUI) only there lets tests and tools import the package without ComfyUI.
 ALLOWED_LAZY = {("", "comfy_entrypoint", "nodes")}

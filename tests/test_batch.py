@@ -19,8 +19,8 @@ import pytest
 
 from instruct_harness import PACK_DIR
 
-import batch_cli
-import run_workflow as runner
+from headless.batch import run as batch_cli
+from headless.cli import run as runner
 
 WORKFLOW = PACK_DIR / "workflows" / "api" / "instruct_edit_sd15.json"
 TINY = "checkpoints/tiny-ip2p-sd15.safetensors"
@@ -68,7 +68,7 @@ def common_args(batch: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def singles(batch, tmp_path_factory) -> dict[str, bytes]:
     """The 12 rows as 12 single runs of the runner (in this process), by output name."""
-    import batch_manifest
+    from headless.batch import manifest as batch_manifest
 
     out = tmp_path_factory.mktemp("singles")
     images = {}
@@ -187,8 +187,8 @@ def test_bad_manifest_is_refused_whole_before_any_run(batch, tmp_path, capsys):
 
 
 def test_rows_the_workflow_refuses_are_listed_before_any_run(comfy, tiny, batch, tmp_path, capsys):
-    from batch_backends import InProcessBackend
-    from runner_session import InProcessSession
+    from headless.batch.pool import InProcessBackend
+    from headless.runner.session import InProcessSession
 
     manifest = tmp_path / "m.jsonl"
     img = batch["dir"] / "img"
@@ -208,8 +208,8 @@ def test_rows_the_workflow_refuses_are_listed_before_any_run(comfy, tiny, batch,
 
 
 def test_a_failing_row_does_not_stop_the_batch(comfy, tiny, batch, tmp_path, capsys):
-    from batch_backends import InProcessBackend
-    from runner_session import InProcessSession
+    from headless.batch.pool import InProcessBackend
+    from headless.runner.session import InProcessSession
 
     manifest = tmp_path / "m.jsonl"
     img = batch["dir"] / "img"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 
-import batch_manifest as bm
-import batch_results as br
+from headless.batch import manifest as bm
+from headless.batch import results as br
 
 
 def images(tmp_path: Path, *names: str) -> None:

@@ -24,11 +24,11 @@ import pytest
 
 from instruct_harness import PACK_DIR
 
-import output_files
-import run_workflow as runner
-import server_client
-from runner_common import RunError
-from workflow_overrides import resolve_model
+from headless.cli import run as runner
+from headless.prompts.checks import RunError
+from headless.prompts.overrides import resolve_model
+from headless.runner import outputs as output_files
+from headless.runner import server as server_client
 
 WORKFLOW = PACK_DIR / "workflows" / "api" / "instruct_edit_sd15.json"
 SCRIPT = PACK_DIR / "scripts" / "run_workflow.py"
@@ -170,7 +170,7 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def session(comfy, tiny):
-    from runner_session import InProcessSession
+    from headless.runner.session import InProcessSession
 
     s = InProcessSession()
     yield s
@@ -259,7 +259,7 @@ def test_twenty_runs_load_the_model_once_and_memory_stays_flat(session, tmp_path
 
 
 def test_the_entry_point_reuses_one_comfyui_per_process(comfy, tiny, tmp_path, capsys):
-    import comfy_inprocess
+    from headless.runner import comfyui as comfy_inprocess
 
     booted = comfy_inprocess.active()
     for i in range(2):

@@ -18,7 +18,7 @@ import pytest
 
 from instruct_harness import PACK_DIR
 
-import model_files as mf
+from headless.model_files import check as mf
 
 PAYLOAD = bytes(range(256)) * 1024 + b"tail"  # 262 148 bytes: several chunks
 SD15 = PACK_DIR / "workflows" / "api" / "instruct_edit_sd15.json"

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 
-import comfy_inprocess
-from output_files import check_output, write_outputs
-from runner_common import (
+from . import comfyui as comfy_inprocess
+from .outputs import check_output, write_outputs
+from ..prompts.checks import (
     EXIT_INPUT,
     UPLOAD_SUBFOLDER,
     EXIT_INTERRUPTED,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-import workflow_titles as titles
+from . import titles
 
 EXIT_OK, EXIT_INPUT, EXIT_EXECUTION, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 

@@ -28,12 +28,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from batch_manifest import Job, fill_tokens
-from batch_results import Outcome
-from runner_common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_UNREACHABLE, RunError
-
-#: Put on a Ray worker's PYTHONPATH so it imports these modules as the driver does.
-HERE = Path(__file__).resolve().parent
+from .manifest import Job, fill_tokens
+from .results import Outcome
+from ..prompts.checks import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_UNREACHABLE, RunError
 
 OnOutcome = Callable[[Outcome], None]
 
@@ -83,7 +80,7 @@ class InProcessBackend:
 
     def start(self) -> None:
         if self.session is None:
-            from runner_session import InProcessSession
+            from ..runner.session import InProcessSession
 
             self.session = InProcessSession(extra_model_paths=self.extra_model_paths, verbose=self.verbose)
 
@@ -149,7 +146,7 @@ class ServerPool:
         self.probe_s = probe_s
         self.attempts = attempts
         if client_factory is None:
-            from server_client import ServerClient
+            from ..runner.server import ServerClient
 
             client_factory = ServerClient
         self.client_factory = client_factory
@@ -268,7 +265,7 @@ class RayWorker:
             import torch
 
             torch.set_num_threads(threads)
-        from runner_session import InProcessSession
+        from ..runner.session import InProcessSession
 
         self.session = InProcessSession(extra_model_paths=extra_model_paths, verbose=verbose)
         self.inputs = Path(tempfile.mkdtemp(prefix="instruct-batch-ray-"))
@@ -313,7 +310,9 @@ class RayBackend:
         except ImportError as exc:
             raise RunError("--ray needs Ray: pip install ray (on the driver and on every machine of the cluster)", EXIT_INPUT) from exc
         self.ray = ray
-        env = {"PYTHONPATH": os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)}
+        import pack_paths  # the bootstrap: a fresh Ray worker imports headless through it
+
+        env: dict[str, str] = {}
         if os.environ.get("COMFYUI_PATH"):
             env["COMFYUI_PATH"] = os.environ["COMFYUI_PATH"]
         if not ray.is_initialized():
@@ -330,16 +329,19 @@ class RayBackend:
 
         threads = torch.get_num_threads()
         env["OMP_NUM_THREADS"] = str(threads)  # else Ray sets 1 for a 1-CPU actor (see RayWorker)
-        actor = ray.remote(max_restarts=1, max_task_retries=1)(RayWorker)
+        actor = ray.remote(max_restarts=1, max_task_retries=1)(pack_paths.Bootstrapped)
+        factory = f"{RayWorker.__module__}:{RayWorker.__name__}"
         self.actors = [
-            actor.options(runtime_env={"env_vars": env}, **resources).remote(self.extra_model_paths, self.verbose, threads)
+            actor.options(runtime_env=pack_paths.ray_runtime_env(env), **resources).remote(
+                factory, self.extra_model_paths, self.verbose, threads
+            )
             for _ in range(count)
         ]
         self.name = f"ray ({count} actor{'s' if count > 1 else ''}, {'1 GPU' if gpus else '1 CPU'} each)"
 
     def schema(self, class_type: str) -> dict:
         if class_type not in self._schemas:
-            self._schemas[class_type] = self.ray.get(self.actors[0].schema.remote(class_type))
+            self._schemas[class_type] = self.ray.get(self.actors[0].call.remote("schema", class_type))
         return self._schemas[class_type]
 
     def run(self, jobs: list[Job], on_outcome: OnOutcome) -> None:
@@ -351,7 +353,7 @@ class RayBackend:
             if waiting:
                 job = waiting.popleft()
                 files = {token: (path.suffix.lower(), path.read_bytes()) for token, path in job.files.items()}
-                running[actor.run.remote(job.prompt, files, job.row.number)] = (actor, job)
+                running[actor.call.remote("run", job.prompt, files, job.row.number)] = (actor, job)
 
         for actor in self.actors:
             submit(actor)

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-from workflow_models import MANIFEST
-
-DEFAULT_MANIFEST = MANIFEST  # the one manifest the workflows declare their models from
+DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "model_manifest.json"  # the one manifest the workflows declare their models from
 PART_SUFFIX = ".part"
 CHUNK = 1 << 20
 ATTEMPTS = 3  # connection drops resumed within one run

@@ -15,7 +15,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from runner_common import EXIT_INPUT, RunError
+from ..prompts.checks import EXIT_INPUT, RunError
 
 
 def output_targets(output: Path, count: int) -> list[Path]:

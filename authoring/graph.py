@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import workflow_format as wf
-import workflow_layout as wl
-import workflow_models as wm
+from headless.prompts import formats as wf
+
+from . import layout as wl
+from . import models as wm
 
 PACK_ID = "comfyui-instruct"
-PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def pack_version(pyproject: Path = PYPROJECT) -> str:

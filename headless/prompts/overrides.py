@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import workflow_format as wf
-import workflow_titles as titles
-from runner_common import EXIT_INPUT, RunError
+from . import formats as wf
+from . import titles
+from .checks import EXIT_INPUT, RunError
 
 SEED_INPUTS = ("seed", "noise_seed")
 SAMPLER_TYPES = ("InstructKSampler", "InstructGuider")

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-from output_files import check_output, write_outputs
-from runner_common import (
+from .outputs import check_output, write_outputs
+from ..prompts.checks import (
     EXIT_EXECUTION,
     EXIT_INPUT,
     EXIT_INTERRUPTED,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-MANIFEST = Path(__file__).resolve().parent.parent / "model_manifest.json"
+MANIFEST = Path(__file__).resolve().parents[1] / "model_manifest.json"
 
 
 def load_manifest(path: Path = MANIFEST) -> dict[str, dict]:

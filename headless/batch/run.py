@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-from batch_manifest import ManifestError, build_jobs, load_manifest
-from batch_results import Outcome, ResultsLog, RowProgress, record_for
-from output_files import write_outputs
-from runner_common import EXIT_EXECUTION, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, RunError, check_prompt
-from workflow_overrides import add_override_arguments, apply_overrides, to_api
+from .manifest import ManifestError, build_jobs, load_manifest
+from .results import Outcome, ResultsLog, RowProgress, record_for
+from ..runner.outputs import write_outputs
+from ..prompts.checks import EXIT_EXECUTION, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, RunError, check_prompt
+from ..prompts.overrides import add_override_arguments, apply_overrides, to_api
 
 EXIT_ROWS_FAILED = 1
 
@@ -67,7 +67,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def make_backend(opts: argparse.Namespace) -> Any:
-    import batch_backends
+    from . import pool as batch_backends
 
     extra = (opts.extra_model_paths,) if opts.extra_model_paths else ()
     if opts.server:
