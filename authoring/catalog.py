@@ -1,5 +1,5 @@
-"""The catalogue of shipped workflows: each graph described once (``workflow_graph``), titled for the
-runner (``workflow_titles``), with the Note that explains its settings.
+"""The catalogue of shipped workflows: each graph described once (``graph``), titled for the
+runner (``headless.prompts.titles``), with the Note that explains its settings.
 """
 
 from __future__ import annotations

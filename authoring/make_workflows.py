@@ -2,9 +2,9 @@
 
     python scripts/make_workflows.py          # needs ComfyUI (COMFYUI_PATH or ~/ComfyUI) for the node schemas
 
-The graphs are described once (``workflow_catalog``); the UI file and the API file are both written
-from that description and the live node schemas (``workflow_graph``), the thumbnail by
-``workflow_thumbnails``. The tests convert every UI file back to API format independently and
+The graphs are described once (``catalog``); the UI file and the API file are both written
+from that description and the live node schemas (``graph``), the thumbnail by
+``thumbnails``. The tests convert every UI file back to API format independently and
 require it to equal its twin.
 """
 

@@ -11,7 +11,7 @@ import pack_paths
 
 pack_paths.install()
 
-from headless.cli.run import main  # noqa: E402  (importable only once the bootstrap ran)
+from headless.cli import main  # noqa: E402  (importable only once the bootstrap ran)
 
 if __name__ == "__main__":
     sys.exit(main())

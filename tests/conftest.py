@@ -128,8 +128,8 @@ def _release_models_after_each_file():
 
     if instruct_tiny_models._FULL is not None:
         instruct_tiny_models._FULL.release()
-    if "headless.cli.run" in sys.modules:  # the runner's per-process session keeps its last graph's models
-        sys.modules["headless.cli.run"].release_models()
+    if "headless.runner.session" in sys.modules:  # the runner's per-process session keeps its last graph's models
+        sys.modules["headless.runner.session"].release_shared()
     if "comfy.model_management" in sys.modules:
         sys.modules["comfy.model_management"].unload_all_models()
     _hand_back_freed_memory()

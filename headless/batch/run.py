@@ -1,86 +1,69 @@
-"""``run_workflow.py WORKFLOW --batch MANIFEST --output-dir DIR``: many edits, one command.
+"""A batch from request to results: the manifest checked whole, the rows as prompts, the model files
+checked (and fetched) once, then every row run on a backend, each image written before its results line.
 
-    python scripts/run_workflow.py workflows/api/instruct_edit_sd15.json \\
-        --batch edits.jsonl --output-dir edited/ --steps 20 --seed 1
-    # a pool of ComfyUI servers (one per GPU), two rows in flight on each
-    ... --server http://gpu0:8188 --server http://gpu1:8188 --per-server 2
-    # Ray: a local cluster, or a running one (ray start --head ...; --ray auto / --ray ray://head:10001)
-    ... --ray [ADDRESS] [--workers N]
-
-The manifest (JSON Lines or CSV, see batch_manifest) is checked whole before anything runs; the
-command-line overrides apply to every row and a row's own values win. A row without a seed gets
-one derived from ``--seed`` (default 0) and its row number. ``DIR/results.jsonl`` records each
-finished row; ``--resume`` skips the rows recorded ok whose image is there.
-
-Exit codes: 0 every row succeeded; 1 the batch ran to its end but some rows failed (see
-results.jsonl); 2 bad manifest, workflow or options (nothing ran); 4 no ComfyUI server reachable
-(at the start, or all of them for --server-wait seconds; rerun with --resume); 130 interrupted
-(rerun with --resume).
+Nothing runs unless the whole manifest is good: every bad row is listed (``ManifestError``), a missing
+model file stops the batch with the message a single run gives. A row without a seed gets one derived
+from the base seed and its row number. ``DIR/results.jsonl`` records each finished row; ``resume`` skips
+the rows recorded ok whose image is there. A failing row is recorded and the batch goes on.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-import time
-import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional, Protocol
 
-
-from .manifest import ManifestError, build_jobs, load_manifest
-from .results import Outcome, ResultsLog, RowProgress, record_for
+from ..errors import InputError
+from ..model_files.manifest import ModelManifest
+from ..prompts.checks import check_prompt, lacking
+from ..prompts.overrides import Overrides
+from ..prompts.workflow import load_workflow, to_api
 from ..runner.outputs import write_outputs
-from ..prompts.checks import EXIT_EXECUTION, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, RunError, check_prompt
-from ..prompts.overrides import add_override_arguments, apply_overrides, to_api
-
-EXIT_ROWS_FAILED = 1
-
-
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
-        prog="run_workflow.py WORKFLOW --batch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("workflow", help="workflow JSON (API or UI format)")
-    ap.add_argument("--batch", required=True, metavar="MANIFEST", help="the edits: JSON Lines (.jsonl) or CSV (.csv), one per row")
-    ap.add_argument("--output-dir", required=True, help="folder for the images and results.jsonl")
-    ap.add_argument("--resume", action="store_true", help="skip the rows results.jsonl records ok whose image is there; run the rest")
-    where = ap.add_mutually_exclusive_group()
-    where.add_argument("--server", action="append", metavar="URL", help="a ComfyUI server of the pool (repeat for several)")
-    where.add_argument(
-        "--ray", nargs="?", const="local", metavar="ADDRESS", help="run on Ray: a local cluster, or ADDRESS (auto, ray://host:10001)"
-    )
-    ap.add_argument("--per-server", type=int, default=1, help="rows in flight on each server (default 1)")
-    ap.add_argument("--server-wait", type=float, default=60.0, help="seconds to wait for a server when all are down (default 60)")
-    ap.add_argument("--workers", type=int, help="Ray actors (default: one per GPU of the cluster, else 1)")
-    ap.add_argument("--seed", type=int, default=0, help="base of the seeds of rows without one (default 0)")
-    add_override_arguments(ap, every_row=True)
-    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds a row may take on a server")
-    opts = ap.parse_args(argv)
-    opts.image = None
-    if opts.workers is not None and opts.workers < 1:
-        ap.error("--workers must be at least 1")
-    if opts.per_server < 1:
-        ap.error("--per-server must be at least 1")
-    return opts
+from ..runner.protocol import ProgressFn
+from .backend import Backend
+from .jobs import build_jobs
+from .manifest import Row, load_manifest
+from .results import Outcome, ResultsLog, record_for
 
 
-def make_backend(opts: argparse.Namespace) -> Any:
-    from . import pool as batch_backends
+@dataclass(frozen=True)
+class BatchRequest:
+    """What a batch is asked to do (the command line builds it)."""
 
-    extra = (opts.extra_model_paths,) if opts.extra_model_paths else ()
-    if opts.server:
-        return batch_backends.ServerPool(opts.server, per_server=opts.per_server, timeout=opts.timeout, wait_s=opts.server_wait)
-    if opts.ray:
-        return batch_backends.RayBackend(opts.ray, opts.workers, extra, opts.verbose)
-    return batch_backends.InProcessBackend(extra, opts.verbose)
+    workflow: Path
+    manifest: Path
+    output_dir: Path
+    overrides: Overrides = Overrides()  # for every row; a row's own values win
+    base_seed: int = 0
+    resume: bool = False
+    timeout: Optional[float] = None  # per row
+    download_missing: bool = False
+    models_manifest: Optional[Path] = None
 
 
-class Driver:
+class BatchProgress(Protocol):
+    """What a batch reports while it runs (the command line shows it)."""
+
+    def started(self, total: int, skipped: int, backend: str) -> None: ...
+
+    def row_done(self, ok: bool) -> None: ...
+
+    def node(self, value: int, total: int, node_id: Optional[str], label: str) -> None: ...
+
+
+@dataclass
+class BatchReport:
+    rows: int
+    ran: int
+    skipped: int
+    failed: list[int] = field(default_factory=list)
+    results: Optional[Path] = None
+
+
+class _Driver:
     """Writes each finished row: the image first (atomically), then its results.jsonl line."""
 
-    def __init__(self, out_dir: Path, log: ResultsLog, rows: dict[int, Any], progress: Optional[RowProgress]) -> None:
+    def __init__(self, out_dir: Path, log: ResultsLog, rows: dict[int, Row], progress: Optional[BatchProgress]) -> None:
         self.out_dir = out_dir
         self.log = log
         self.rows = rows
@@ -93,75 +76,46 @@ class Driver:
         if outcome.error is None:
             try:
                 files = [p.name for p in write_outputs(outcome.images, self.out_dir / row.output)]
-            except RunError as exc:
-                outcome.error, outcome.code = str(exc), exc.code
+            except InputError as exc:
+                outcome.error = str(exc)
         self.log.append(record_for(row, outcome, files))
         if outcome.error is not None:
             self.failed.append(row.number)
         if self.progress is not None:
-            self.progress.update(outcome.error is None)
+            self.progress.row_done(outcome.error is None)
 
 
-def run(opts: argparse.Namespace, backend: Any = None) -> int:
-    out_dir = Path(opts.output_dir)
-    rows = load_manifest(Path(opts.batch), opts.seed)  # ManifestError: nothing has started
-    try:
-        workflow = json.loads(Path(opts.workflow).read_text())
-    except (OSError, ValueError) as exc:
-        raise RunError(f"cannot read workflow {opts.workflow}: {exc}", EXIT_INPUT) from exc
+def run_batch(request: BatchRequest, backend: Backend, progress: Optional[BatchProgress] = None) -> BatchReport:
+    """Run the batch (see the module doc); raises the ``headless.errors`` types when nothing could run or
+    the batch had to stop (its rows so far are recorded)."""
+    out_dir = Path(request.output_dir)
+    rows = load_manifest(Path(request.manifest), request.base_seed)
+    workflow = load_workflow(request.workflow)
     if out_dir.exists() and not out_dir.is_dir():
-        raise RunError(f"--output-dir {out_dir} is a file; give a folder", EXIT_INPUT)
+        raise InputError(f"--output-dir {out_dir} is a file; give a folder")
     log = ResultsLog(out_dir)
-    if log.path.exists() and not opts.resume:
-        raise RunError(f"{log.path} exists: pass --resume to continue that batch, or choose another --output-dir", EXIT_INPUT)
-    backend = backend or make_backend(opts)
+    if log.path.exists() and not request.resume:
+        raise InputError(f"{log.path} exists: pass --resume to continue that batch, or choose another --output-dir")
+    models = ModelManifest.load(request.models_manifest)
     backend.start()
     try:
         api = check_prompt(to_api(workflow, backend.schema, f"the {backend.name} ComfyUI"))
-        jobs = build_jobs(api, rows, opts, lambda a, o, place: apply_overrides(a, o, place, backend.schema), RunError, opts.batch)
-        skip = log.finished_ok(rows) if opts.resume else set()
+        missing = [t for t in lacking(api, ()) if not backend.schema(t)]
+        if missing:
+            raise InputError(f"the {backend.name} ComfyUI lacks node types: {', '.join(missing)}. Install the pack that provides them.")
+        jobs = build_jobs(api, rows, request.overrides, backend.schema, str(request.manifest))
+        backend.check_models([job.prompt for job in jobs], request.download_missing, models)
+        skip = log.finished_ok(rows) if request.resume else set()
         todo = [job for job in jobs if job.row.number not in skip]
-        progress = None if opts.quiet else RowProgress(len(rows), skipped=len(skip))
         if progress is not None:
-            print(f"{len(todo)} row(s) to run on {backend.name}" + (f", {len(skip)} already done" if skip else ""), file=sys.stderr)
-            progress.show()
-        driver = Driver(out_dir, log, {row.number: row for row in rows}, progress)
+            progress.started(len(rows), len(skip), backend.name)
+        driver = _Driver(out_dir, log, {row.number: row for row in rows}, progress)
         log.open()
-        started = time.monotonic()
+        node_progress: Optional[ProgressFn] = progress.node if progress is not None else None
         try:
-            backend.run(todo, driver)
+            backend.run(todo, driver, request.timeout, node_progress)
         finally:
             log.close()
     finally:
         backend.close()
-    if not opts.quiet:
-        seconds = time.monotonic() - started
-        print(f"{len(todo) - len(driver.failed)} ok, {len(driver.failed)} failed in {seconds:.1f} s; see {log.path}", file=sys.stderr)
-    if driver.failed:
-        print(f"error: {len(driver.failed)} row(s) failed: {', '.join(map(str, driver.failed[:20]))}; see {log.path}", file=sys.stderr)
-        return EXIT_ROWS_FAILED
-    return EXIT_OK
-
-
-def main(argv: Optional[list[str]] = None, backend: Any = None) -> int:
-    opts = parse_args(argv)
-    try:
-        return run(opts, backend)
-    except ManifestError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except RunError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        return exc.code
-    except KeyboardInterrupt:
-        print("\nerror: interrupted; rerun with --resume to finish the batch", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # a bug, not the user's input: one line, the traceback only with --verbose
-        if opts.verbose:
-            traceback.print_exc()
-        print(f"\nerror: unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)", file=sys.stderr)
-        return EXIT_EXECUTION
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return BatchReport(rows=len(rows), ran=len(todo), skipped=len(skip), failed=driver.failed, results=log.path)

@@ -1,30 +1,101 @@
-"""The runner's command-line overrides, applied to an API prompt.
+"""What a run changes in a workflow: a typed ``Overrides`` request, built once (from the command line or a
+manifest row) and applied to an API prompt.
 
-Overrides find their nodes by title (Instruction, Prompt, Negative, Input image, Reference image,
-Save) or by input name (seed, steps, text_cfg, image_cfg); ``--set NODE.INPUT=VALUE`` sets
-anything, but only inputs the node has (a typo is an error listing the node's inputs, not a
-silently ignored value). ``--model`` takes the loader's list entry or a bare file name that
-matches exactly one entry. Pure Python: the node schemas come from ``schema(class_type)``, the
-``/object_info`` entry of a running server or of the in-process ComfyUI.
+Overrides find their nodes by title (Instruction, Prompt, Negative, Input image, Reference image) or by
+input name (seed, steps, text_cfg, image_cfg); a ``Setting`` sets any input the node has (a typo is an
+error listing the node's inputs, never a silently ignored value). Values arrive typed: the command line
+parses ``--set`` text once (JSON, else plain text), a JSON Lines row keeps its JSON types, and a CSV cell,
+which is only text, is typed by the input it sets (``Setting.text``). ``model`` takes the loader's list
+entry or a bare file name that matches exactly one entry.
+
+Pure Python: node schemas come from ``schema(class_type)``, the ``/object_info`` entry of a running
+server or of the in-process ComfyUI.
 """
 
 from __future__ import annotations
 
-import argparse
+import copy
+import dataclasses
 import difflib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import formats as wf
-from . import titles
-from .checks import EXIT_INPUT, RunError
+from ..errors import InputError
+from . import formats, titles
 
 SEED_INPUTS = ("seed", "noise_seed")
 SAMPLER_TYPES = ("InstructKSampler", "InstructGuider")
 MODEL_LOADERS = {"InstructUNetLoader": "model_name", "CheckpointLoaderSimple": "ckpt_name"}
 
 Schema = Callable[[str], dict]
+#: Makes an input image loadable where the prompt runs and returns the name LoadImage takes.
+PlaceImage = Callable[[Path], str]
+
+
+def parse_value(text: str) -> Any:
+    """``--set``'s VALUE: JSON when it is JSON (``3``, ``true``, ``"text"``, ``["4", 0]``), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One input set by hand: ``node`` is a node id or title. ``text`` marks a value that is still text
+    (a CSV cell), typed by the input's declared type when applied; ``origin`` is how the user wrote it."""
+
+    node: str
+    input: str
+    value: Any
+    origin: str
+    text: bool = False
+
+    @classmethod
+    def parse(cls, item: str) -> "Setting":
+        """``NODE.INPUT=VALUE`` from the command line (VALUE parsed once: JSON, else text)."""
+        target, sep, value = item.partition("=")
+        node, dot, name = target.rpartition(".")
+        if not sep or not dot or not node or not name:
+            raise InputError(f"--set {item!r}: use NODE.INPUT=VALUE")
+        return cls(node, name, parse_value(value), f"--set {item!r}")
+
+    @classmethod
+    def of_target(cls, target: str, value: Any, origin: str, text: bool = False) -> "Setting":
+        """``NODE.INPUT`` (a manifest's ``set`` key or ``set:`` column) and its value."""
+        node, dot, name = target.rpartition(".")
+        if not dot or not node or not name:
+            raise InputError(f"{origin}: use NODE.INPUT (a node id or title, a dot, the input name)")
+        return cls(node, name, value, origin, text)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Everything a run may change in a workflow; ``None`` leaves the workflow's value."""
+
+    image: Optional[Path] = None
+    reference: Optional[Path] = None
+    instruction: Optional[str] = None
+    prompt: Optional[str] = None
+    negative: Optional[str] = None
+    seed: Optional[int] = None
+    steps: Optional[int] = None
+    text_cfg: Optional[float] = None
+    image_cfg: Optional[float] = None
+    model: Optional[str] = None
+    settings: tuple[Setting, ...] = ()
+
+    def then(self, later: "Overrides") -> "Overrides":
+        """These overrides with ``later``'s on top (a manifest row over the command line): its values win,
+        its settings apply after these."""
+        values = {f.name: getattr(later, f.name) for f in dataclasses.fields(self) if f.name != "settings"}
+        values = {k: v for k, v in values.items() if v is not None}
+        return dataclasses.replace(self, **values, settings=self.settings + later.settings)
+
+
+# ---- finding nodes --------------------------------------------------------------------------------
 
 
 def _by_title(api: dict, title: str) -> list[str]:
@@ -34,7 +105,7 @@ def _by_title(api: dict, title: str) -> list[str]:
 def _set_titled(api: dict, title: str, name: str, value: Any, required: bool = True) -> None:
     ids = _by_title(api, title)
     if not ids and required:
-        raise RunError(f"the workflow has no node titled '{title}' to take this option", EXIT_INPUT)
+        raise InputError(f"the workflow has no node titled '{title}' to take this option")
     for node_id in ids:
         api[node_id]["inputs"][name] = value
 
@@ -51,22 +122,43 @@ def _set_inputs(api: dict, names: tuple[str, ...], value: Any, types: Optional[t
     return count
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+def _declared(schema: dict, name: str) -> Optional[tuple[Any, dict]]:
+    for input_name, kind, opts, _optional in formats.input_specs(schema):
+        if input_name == name:
+            return kind, opts
+    return None
 
 
 def input_names(schema: dict) -> list[str]:
-    return [name for name, _kind, _opts, _optional in wf.input_specs(schema)]
+    return [name for name, _kind, _opts, _optional in formats.input_specs(schema)]
 
 
 def combo_choices(schema: dict, name: str) -> Optional[list]:
-    for input_name, kind, opts, _optional in wf.input_specs(schema):
-        if input_name == name:
-            return wf.combo_options(kind, opts)
-    return None
+    declared = _declared(schema, name)
+    return formats.combo_options(*declared) if declared else None
+
+
+# ---- values ---------------------------------------------------------------------------------------
+
+
+def typed_text(text: str, kind: Any, where: str) -> Any:
+    """A CSV cell's text as the value an input of type ``kind`` takes: STRING and combo inputs take the
+    text as it is, INT / FLOAT / BOOLEAN parse it, any other input reads it as JSON (else text), like ``--set``."""
+    if isinstance(kind, list) or kind in ("STRING", "COMBO"):
+        return text
+    stripped = text.strip()
+    try:
+        if kind == "INT":
+            return int(stripped)
+        if kind == "FLOAT":
+            return float(stripped)
+    except ValueError:
+        raise InputError(f"{where}: {text!r} is not {'an integer' if kind == 'INT' else 'a number'} (the input is {kind})") from None
+    if kind == "BOOLEAN":
+        if stripped.lower() not in ("true", "false"):
+            raise InputError(f"{where}: {text!r} is not true or false (the input is BOOLEAN)")
+        return stripped.lower() == "true"
+    return parse_value(text)
 
 
 def resolve_model(name: str, choices: Optional[list]) -> str:
@@ -80,108 +172,77 @@ def resolve_model(name: str, choices: Optional[list]) -> str:
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise RunError(f"--model {name} is ambiguous; it matches: {', '.join(matches)}. Pass one of them.", EXIT_INPUT)
+        raise InputError(f"--model {name} is ambiguous; it matches: {', '.join(matches)}. Pass one of them.")
     names = [c for c in choices if isinstance(c, str)]
     close = difflib.get_close_matches(wanted, names, n=8, cutoff=0.4)
     close += [c for c in names if c not in close and Path(c).name.lower().startswith(Path(wanted).stem.lower()[:4])][: 8 - len(close)]
     hint = f"similar: {', '.join(close)}" if close else f"the loader lists: {', '.join(names[:12])}{' …' if len(names) > 12 else ''}"
-    raise RunError(f"--model {name}: no such model file in the loader's list ({hint})", EXIT_INPUT)
+    raise InputError(f"--model {name}: no such model file in the loader's list ({hint})")
 
 
-def add_override_arguments(ap: argparse.ArgumentParser, every_row: bool = False) -> None:
-    """The overrides a single run and a batch share (a batch applies them to every row; a row's own
-    value wins), so both command lines offer the same names and meanings."""
-    rows = " (rows without their own)" if every_row else ""
-    ap.add_argument("--reference", help=f"reference image for IPAdapter-Instruct (node titled '{titles.REFERENCE}'){rows}")
-    ap.add_argument("--instruction", help=f"the edit instruction (node titled '{titles.INSTRUCTION}'){rows}")
-    ap.add_argument("--prompt", help=f"the prompt (node titled '{titles.PROMPT}'; also IPAdapter-Instruct's prompt){rows}")
-    ap.add_argument("--negative", help=f"the negative prompt (node titled '{titles.NEGATIVE}'){rows}")
-    ap.add_argument("--steps", type=int)
-    ap.add_argument("--text-cfg", type=float)
-    ap.add_argument("--image-cfg", type=float)
-    ap.add_argument("--model", help="model as the loader lists it (checkpoints/my-ip2p.safetensors) or its bare file name when unique")
-    ap.add_argument("--set", action="append", metavar="NODE.INPUT=VALUE", help="set any input of a node (repeatable)")
-    ap.add_argument("--extra-model-paths", help="extra_model_paths.yaml for in-process (and Ray) runs")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    ap.add_argument("--verbose", action="store_true", help="show ComfyUI's start-up log and import warnings")
+# ---- applying -------------------------------------------------------------------------------------
 
 
-def apply_overrides(api: dict, opts: argparse.Namespace, place_image: Callable[[str], str], schema: Optional[Schema] = None) -> dict:
-    """Apply the command-line overrides to a copy of ``api``; ``place_image(path)`` makes a file
-    loadable and returns its name; ``schema(class_type)`` gives node schemas (``--set`` and
-    ``--model`` checks; skipped without it)."""
-    api = json.loads(json.dumps(api))
+def _apply_setting(api: dict, setting: Setting, schema: Optional[Schema]) -> None:
+    ids = [setting.node] if setting.node in api else _by_title(api, setting.node)
+    if not ids:
+        raise InputError(f"{setting.origin}: no node with id or title '{setting.node}'")
+    for node_id in ids:
+        node = api[node_id]
+        node_schema = schema(node["class_type"]) if schema is not None else {}
+        declared = _declared(node_schema, setting.input)
+        if setting.input not in node["inputs"] and declared is None:
+            listed = input_names(node_schema) or sorted(node["inputs"])
+            raise InputError(
+                f"{setting.origin}: node {node_id} ({node['class_type']}) has no input '{setting.input}'; its inputs: {', '.join(listed)}"
+            )
+        value = setting.value
+        if setting.text:
+            value = typed_text(value, declared[0] if declared else None, setting.origin)
+        node["inputs"][setting.input] = copy.deepcopy(value)
+
+
+def apply_overrides(api: dict, overrides: Overrides, place_image: PlaceImage, schema: Optional[Schema] = None) -> dict:
+    """A copy of ``api`` with ``overrides`` applied. ``place_image(path)`` makes a file loadable and returns
+    its name; ``schema(class_type)`` gives node schemas (checks of settings and of ``model``, the typing of
+    text values; skipped without it)."""
+    api = copy.deepcopy(api)
     adapters = [n for n in api.values() if n["class_type"] == "IPAdapterInstructApply"]
-    if opts.instruction is not None:
-        _set_titled(api, titles.INSTRUCTION, "text", opts.instruction)
+    if overrides.instruction is not None:
+        _set_titled(api, titles.INSTRUCTION, "text", overrides.instruction)
         if not _by_title(api, titles.PROMPT):
             for node in adapters:  # the adapter reads the same text as the generation
-                node["inputs"]["prompt"] = opts.instruction
-    if opts.prompt is not None:
-        _set_titled(api, titles.PROMPT, "text", opts.prompt, required=not adapters)
+                node["inputs"]["prompt"] = overrides.instruction
+    if overrides.prompt is not None:
+        _set_titled(api, titles.PROMPT, "text", overrides.prompt, required=not adapters)
         for node in adapters:
-            node["inputs"]["prompt"] = opts.prompt
-    if opts.negative is not None:
-        _set_titled(api, titles.NEGATIVE, "text", opts.negative)
+            node["inputs"]["prompt"] = overrides.prompt
+    if overrides.negative is not None:
+        _set_titled(api, titles.NEGATIVE, "text", overrides.negative)
         for node in adapters:
-            node["inputs"]["negative_prompt"] = opts.negative
-    for flag, title in ((opts.image, titles.IMAGE), (opts.reference, titles.REFERENCE)):
-        if flag is not None:
+            node["inputs"]["negative_prompt"] = overrides.negative
+    for path, title in ((overrides.image, titles.IMAGE), (overrides.reference, titles.REFERENCE)):
+        if path is not None:
             if not _by_title(api, title):
-                raise RunError(f"the workflow has no node titled '{title}' to take this option", EXIT_INPUT)
-            if not Path(flag).is_file():
-                raise RunError(f"image file not found: {flag}", EXIT_INPUT)
-            _set_titled(api, title, "image", place_image(flag))
-    if opts.seed is not None and not _set_inputs(api, SEED_INPUTS, opts.seed):
-        raise RunError("the workflow has no seed input", EXIT_INPUT)
-    if opts.steps is not None and not _set_inputs(api, ("steps",), opts.steps):
-        raise RunError("the workflow has no steps input", EXIT_INPUT)
-    if opts.text_cfg is not None and not _set_inputs(api, ("text_cfg",), opts.text_cfg, SAMPLER_TYPES):
-        raise RunError("the workflow has no Instruct KSampler / Instruct Guider for --text-cfg", EXIT_INPUT)
-    if opts.image_cfg is not None and not _set_inputs(api, ("image_cfg",), opts.image_cfg, SAMPLER_TYPES):
-        raise RunError("the workflow has no Instruct KSampler / Instruct Guider for --image-cfg", EXIT_INPUT)
-    if opts.model is not None:
+                raise InputError(f"the workflow has no node titled '{title}' to take this option")
+            if not Path(path).is_file():
+                raise InputError(f"image file not found: {path}")
+            _set_titled(api, title, "image", place_image(Path(path)))
+    if overrides.seed is not None and not _set_inputs(api, SEED_INPUTS, overrides.seed):
+        raise InputError("the workflow has no seed input")
+    if overrides.steps is not None and not _set_inputs(api, ("steps",), overrides.steps):
+        raise InputError("the workflow has no steps input")
+    if overrides.text_cfg is not None and not _set_inputs(api, ("text_cfg",), overrides.text_cfg, SAMPLER_TYPES):
+        raise InputError("the workflow has no Instruct KSampler / Instruct Guider for --text-cfg")
+    if overrides.image_cfg is not None and not _set_inputs(api, ("image_cfg",), overrides.image_cfg, SAMPLER_TYPES):
+        raise InputError("the workflow has no Instruct KSampler / Instruct Guider for --image-cfg")
+    if overrides.model is not None:
         loaders = [n for n in api.values() if n["class_type"] in MODEL_LOADERS]
         if not loaders:
-            raise RunError("the workflow has no model loader for --model", EXIT_INPUT)
+            raise InputError("the workflow has no model loader for --model")
         key = MODEL_LOADERS[loaders[0]["class_type"]]
         choices = combo_choices(schema(loaders[0]["class_type"]), key) if schema is not None else None
-        loaders[0]["inputs"][key] = resolve_model(opts.model, choices)
-    for item in opts.set or []:
-        target, sep, value = item.partition("=")
-        node_ref, dot, name = target.rpartition(".")
-        if not sep or not dot or not name:
-            raise RunError(f"--set {item!r}: use NODE.INPUT=VALUE", EXIT_INPUT)
-        ids = [node_ref] if node_ref in api else _by_title(api, node_ref)
-        if not ids:
-            raise RunError(f"--set {item!r}: no node with id or title '{node_ref}'", EXIT_INPUT)
-        for node_id in ids:
-            node = api[node_id]
-            known = set(node["inputs"])
-            declared = input_names(schema(node["class_type"])) if schema is not None else []
-            if name not in known and name not in declared:
-                listed = declared or sorted(known)
-                raise RunError(
-                    f"--set {item!r}: node {node_id} ({node['class_type']}) has no input '{name}'; its inputs: {', '.join(listed)}",
-                    EXIT_INPUT,
-                )
-            node["inputs"][name] = _parse_value(value)
+        loaders[0]["inputs"][key] = resolve_model(overrides.model, choices)
+    for setting in overrides.settings:
+        _apply_setting(api, setting, schema)
     return api
-
-
-def to_api(workflow: Any, schema: Schema, where: str) -> dict:
-    """An API prompt from a workflow file's content (API as is, UI converted with the schemas)."""
-    if not (isinstance(workflow, dict) and wf.is_ui(workflow)):
-        return workflow
-    nodes = workflow["nodes"]
-    if not all(isinstance(n, dict) and isinstance(n.get("type"), str) for n in nodes):
-        raise RunError("the UI workflow has a node that is not an object with a 'type'", EXIT_INPUT)
-    types = sorted({n["type"] for n in nodes} - wf.UI_ONLY_TYPES)
-    schemas = {t: schema(t) for t in types}
-    missing = [t for t in types if not schemas[t]]
-    if missing:
-        raise RunError(f"{where} lacks node types: {', '.join(missing)}. Install the pack that provides them.", EXIT_INPUT)
-    try:
-        return wf.ui_to_api(workflow, schemas)
-    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
-        raise RunError(f"the UI workflow is malformed ({type(exc).__name__}: {exc}); re-export it from ComfyUI", EXIT_INPUT) from exc

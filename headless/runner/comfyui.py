@@ -1,6 +1,6 @@
 """Run ComfyUI in this process, the way its server does, with this pack loaded as a custom node.
 
-Used by the headless runner (``run_workflow.py``), the tests and the benchmarks. One instance per
+Used by the in-process session, the tests, the benchmarks and the workflow generator. One instance per
 process: ComfyUI's registries are module globals.
 
 Where ComfyUI is found (first match): ``$COMFYUI_PATH``; the ComfyUI whose ``custom_nodes`` holds
