@@ -215,7 +215,9 @@ def test_a_gated_file_is_fetched_with_the_hf_token_which_never_follows_a_redirec
     server.files["/cosxl"] = PAYLOAD
     server.needs_token = "hf_secret"
     manifest = ModelManifest.load(gated_manifest(server, tmp_path, PAYLOAD))
-    with pytest.raises(mf.ModelFilesError, match="Hugging Face refused the token in HF_TOKEN .*HTTP 401.*accept the licence on https://host.invalid/cosxl"):
+    with pytest.raises(
+        mf.ModelFilesError, match="Hugging Face refused the token in HF_TOKEN .*HTTP 401.*accept the licence on https://host.invalid/cosxl"
+    ):
         mf.ensure_models([GATED], folder_paths, download_missing=True, manifest=manifest, progress=False)
     monkeypatch.setenv(dl.TOKEN_ENV, "hf_secret")
     (fetched,) = mf.ensure_models([GATED], folder_paths, download_missing=True, manifest=manifest, progress=False)
