@@ -16,6 +16,7 @@ import pytest
 from instruct_harness import PACK_DIR
 from instruct_servers import file_server
 
+from headless.errors import InputError
 from headless.model_files import check as mf
 from headless.model_files import download as dl
 from headless.model_files.manifest import DEFAULT_MANIFEST, ModelEntry, ModelManifest
@@ -326,3 +327,29 @@ def test_the_runner_exits_2_for_a_missing_file_and_downloads_it_when_asked(comfy
     assert not (fresh / "loras" / "fresh-lora.safetensors.part").exists()
     assert "downloading fresh-lora.safetensors: 100%" in ran.stderr
     assert (tmp_path / "out.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ---- the manifest ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry, expect",
+    [
+        ({"url": "https://x.invalid/a"}, r"models\['a.bin'\].directory must name a ComfyUI model folder"),
+        ({"directory": "loras", "sha256": "abc"}, r"models\['a.bin'\].sha256 must be 64 hex digits or null, not 'abc'"),
+        ({"directory": "loras", "size": "2 GB"}, r"models\['a.bin'\].size must be a positive number of bytes or null"),
+        ({"directory": "loras", "url": 5}, r"models\['a.bin'\].url must be text or null"),
+    ],
+)
+def test_a_malformed_manifest_entry_is_named_with_its_file(tmp_path, entry, expect):
+    with pytest.raises(InputError, match=expect):  # the user's file: exit 2
+        ModelManifest.load(manifest_file(tmp_path, {"a.bin": entry}))
+
+
+def test_the_shipped_manifest_is_typed_and_its_published_hashes_are_sha256():
+    manifest = ModelManifest.load()
+    assert len(list(manifest)) >= 6 and manifest.path == DEFAULT_MANIFEST
+    main_job = manifest["instruct-pix2pix-00-22000.safetensors"]
+    assert main_job.directory == "checkpoints" and main_job.size == 7703416451 and len(main_job.sha256) == 64
+    assert manifest.match("checkpoints/instruct-pix2pix-00-22000.safetensors") is main_job
+    assert manifest.match("loras/instruct-pix2pix-00-22000.safetensors") is None  # another folder: not this file
