@@ -28,7 +28,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pack_paths  # noqa: F401  (puts scripts/ and testing/ on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # where the one bootstrap lives
+import pack_paths  # noqa: E402
+
+pack_paths.install(dev=True)
 
 PACK_DIR = Path(__file__).resolve().parents[1]
 RUNNER = PACK_DIR / "scripts" / "run_workflow.py"

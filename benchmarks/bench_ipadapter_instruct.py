@@ -19,9 +19,13 @@ from pathlib import Path
 
 import torch
 
-import pack_paths  # noqa: F401  (puts scripts/ and testing/ on sys.path)
-import instruct_harness
-from bench_common import best_of
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # where the one bootstrap lives
+import pack_paths  # noqa: E402
+
+pack_paths.install(dev=True)
+
+import instruct_harness  # noqa: E402
+from bench_common import best_of  # noqa: E402
 
 
 def main() -> None:

@@ -1,44 +1,15 @@
-"""Write the shipped workflows (UI format + thumbnail, and the API-format twin) from one description.
+"""Write the shipped workflows (UI + thumbnail, and the API twin) from one description (developer tool).
 
     python scripts/make_workflows.py          # needs ComfyUI (COMFYUI_PATH or ~/ComfyUI) for the node schemas
 
-The graphs are described once (``workflow_catalog``); the UI file and the API file are both written
-from that description and the live node schemas (``workflow_graph``), the thumbnail by
-``workflow_thumbnails``. The tests convert every UI file back to API format independently and
-require it to equal its twin.
+The authoring code lives in ``authoring/`` (left out of the registry package); this file only makes it importable.
 """
 
-from __future__ import annotations
+import pack_paths
 
-import json
-import sys
-import tempfile
-from pathlib import Path
+pack_paths.install(dev=True)
 
-from workflow_catalog import GRAPHS
-from workflow_graph import to_api, to_ui
-from workflow_thumbnails import thumbnail
-
-WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
-
-
-def main() -> None:
-    from comfy_inprocess import InProcessComfy, find_comfyui
-
-    root, how = find_comfyui()
-    if root is None:
-        sys.exit(f"make_workflows needs ComfyUI: {how}")
-    comfy = InProcessComfy(root, Path(tempfile.mkdtemp(prefix="wf-")))
-    object_info = comfy.all_object_info()
-    pack_nodes = set(comfy.pack_node_ids)  # the pack's node list, as ComfyUI registered it (nodes/__init__.py)
-    (WORKFLOWS_DIR / "api").mkdir(parents=True, exist_ok=True)
-    for make in GRAPHS:
-        graph = make()
-        (WORKFLOWS_DIR / f"{graph.name}.json").write_text(json.dumps(to_ui(graph, object_info, pack_nodes), indent=1) + "\n")
-        (WORKFLOWS_DIR / "api" / f"{graph.name}.json").write_text(json.dumps(to_api(graph, object_info), indent=1) + "\n")
-        thumbnail(graph, WORKFLOWS_DIR / f"{graph.name}.jpg", pack_nodes)
-        print(f"wrote {graph.name}")
-
+from authoring.make_workflows import main  # noqa: E402  (importable only once the bootstrap ran)
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from comfy_inprocess import PACK_DIR, InProcessComfy, StubServer, find_comfyui, is_comfyui  # noqa: F401
+from headless.runner.comfyui import PACK_DIR, InProcessComfy, StubServer, find_comfyui, is_comfyui  # noqa: F401
 
 MODEL_FOLDERS = (
     "checkpoints",

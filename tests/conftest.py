@@ -16,8 +16,12 @@ import sys
 
 import pytest
 
-import instruct_harness
-from instruct_tiny_models import cache_dir
+import pack_paths
+
+pack_paths.install(dev=True)
+
+import instruct_harness  # noqa: E402  (testing/ is on the path once the bootstrap ran)
+from instruct_tiny_models import cache_dir  # noqa: E402
 
 PACK_ALIAS = "comfyui_instruct_pure"
 COMFY_ROOT, COMFY_HOW = instruct_harness.find_comfyui()
@@ -124,8 +128,8 @@ def _release_models_after_each_file():
 
     if instruct_tiny_models._FULL is not None:
         instruct_tiny_models._FULL.release()
-    if "run_workflow" in sys.modules:  # the runner's per-process session keeps its last graph's models
-        sys.modules["run_workflow"].release_models()
+    if "headless.runner.session" in sys.modules:  # the runner's per-process session keeps its last graph's models
+        sys.modules["headless.runner.session"].release_shared()
     if "comfy.model_management" in sys.modules:
         sys.modules["comfy.model_management"].unload_all_models()
     _hand_back_freed_memory()

@@ -22,7 +22,7 @@ import torch
 
 import gpu_tier_graphs as graphs
 import instruct_harness
-from comfy_inprocess import put_on_path
+from headless.runner.comfyui import put_on_path
 
 MODE = os.environ.get("INSTRUCT_GPU_MODE", "normal")
 DEVICE = os.environ.get("INSTRUCT_GPU_DEVICE", "cuda")

@@ -11,9 +11,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pack_paths
 import torch
 
-import instruct_harness
+pack_paths.install(dev=True)
+
+import instruct_harness  # noqa: E402  (testing/ is on the path once the bootstrap ran)
 
 
 def main(out: str) -> None:

@@ -1,9 +1,11 @@
-"""The pack's imports run one way: nodes → samplers → models → vocabulary (→ ComfyUI, torch).
+"""The imports run one way: in the pack nodes → samplers → models → vocabulary (→ ComfyUI, torch); in the
+headless tools cli → batch → runner → model_files → prompts → errors; the pack and the tools never import
+each other, and neither imports the developer folders (tests, testing, authoring, benchmarks, scripts).
 
-Every .py of the pack is parsed with ``ast`` (nothing is imported or executed); the imports of the
-pack's own modules, relative and absolute, form a graph that must have no cycle, no upward edge
-and no import hidden inside a function. The checker itself is tested on planted sources, so a
-checker that can no longer fail fails here.
+Every .py is parsed with ``ast`` (nothing is imported or executed); the imports of the repository's own
+modules, relative and absolute, form a graph that must have no cycle, no upward edge and no import
+hidden inside a function. The checker itself is tested on planted sources, so a checker that can no
+longer fail fails here.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ PACK_DIR = Path(__file__).resolve().parents[1]
 
 #: Lower layers never import higher ones. The package's own ``__init__`` is ComfyUI's entry point.
 LAYERS = {"vocabulary": 0, "models": 1, "samplers": 2, "nodes": 3, "": 4}
-#: Folders of tooling: they may import the pack; the pack never imports them.
-TOOLING = ("tests", "scripts", "benchmarks")
-#: The one lazy import the pack keeps on purpose: ComfyUI calls ``comfy_entrypoint``, and importing
-#: ``nodes`` (which imports ComfyUI) only there lets tests and tools import the package without ComfyUI.
-ALLOWED_LAZY = {("", "comfy_entrypoint", "nodes")}
+#: The headless tools' layers (``headless/<layer>``), the same rule.
+HEADLESS = "headless"
+HEADLESS_LAYERS = {"errors": 0, "prompts": 1, "model_files": 2, "runner": 3, "batch": 4, "cli": 5, "": 6}
+#: Developer folders: they may import the pack and the tools; nothing else imports them.
+TOOLING = ("tests", "scripts", "benchmarks", "testing", "authoring")
+#: The lazy imports kept on purpose: ComfyUI calls ``comfy_entrypoint``, and importing ``nodes`` (which
+#: imports ComfyUI) only there lets tests and tools import the package without ComfyUI; Ray is imported
+#: only when a batch asks for it (``--ray``).
+ALLOWED_LAZY = {("", "comfy_entrypoint", "nodes"), ("headless.cli.batch_command", "make_backend", "headless.batch.ray_actors")}
 
 
 def module_name(relative: Path) -> str:
@@ -44,7 +50,19 @@ def pack_sources(root: Path = PACK_DIR) -> dict[str, tuple[str, bool]]:
 
 
 def layer_of(module: str) -> str:
-    return module.split(".")[0]
+    """The pack's layer (``models``), the tools' (``headless.runner``), or a developer folder (``tests``)."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == HEADLESS else parts[0]
+
+
+def _rank(layer: str) -> tuple[str, int] | None:
+    """(area, rank) of a layer: ``pack`` or ``headless``, and how high it sits; None for developer folders."""
+    if layer in LAYERS:
+        return "pack", LAYERS[layer]
+    area, _, sub = layer.partition(".")
+    if area == HEADLESS and sub in HEADLESS_LAYERS:
+        return HEADLESS, HEADLESS_LAYERS[sub]
+    return None
 
 
 def _enclosing_functions(tree: ast.AST) -> dict[int, str]:
@@ -77,16 +95,18 @@ def pack_imports(modules: dict[str, tuple[str, bool]]) -> list[tuple[str, str, s
         tree, functions = _parsed(name, source)
         package = name.split(".") if is_package else name.split(".")[:-1]
         package = [p for p in package if p]
+        # The tools run outside the pack's package: their absolute ``import nodes`` is ComfyUI's nodes.py.
+        absolute = tops - set(LAYERS) if name.split(".")[0] == HEADLESS else tops
         for node in ast.walk(tree):
             targets: list[str] = []
             if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names if alias.name.split(".")[0] in tops]
+                targets = [alias.name for alias in node.names if alias.name.split(".")[0] in absolute]
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
                     keep = len(package) - (node.level - 1)
                     assert keep >= 0, f"{name}: relative import beyond the pack (line {node.lineno})"
                     base = package[:keep] + (node.module.split(".") if node.module else [])
-                elif node.module and node.module.split(".")[0] in tops:
+                elif node.module and node.module.split(".")[0] in absolute:
                     base = node.module.split(".")
                 else:
                     continue
@@ -112,9 +132,12 @@ def violations(modules: dict[str, tuple[str, bool]]) -> list[str]:
         low, high = layer_of(importer), layer_of(imported)
         if low in TOOLING:
             continue
+        low_rank, high_rank = _rank(low), _rank(high)
         if high in TOOLING:
             problems.append(f"{where} imports tooling module {imported}")
-        elif low in LAYERS and high in LAYERS and LAYERS[high] > LAYERS[low]:
+        elif low_rank and high_rank and low_rank[0] != high_rank[0]:
+            problems.append(f"{where} imports {imported}: the pack and the headless tools never import each other")
+        elif low_rank and high_rank and high_rank[1] > low_rank[1]:
             problems.append(f"{where} imports {imported}: {high or 'the package root'} is above {low}")
         if function is not None and (importer, function, imported) not in ALLOWED_LAZY:
             problems.append(f"{where} imports {imported} lazily inside {function}(): import it at module level")
@@ -151,7 +174,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_pack_imports_run_one_way():
     modules = pack_sources()
     assert {"vocabulary", "models.errors", "samplers.guider", "nodes.base"} <= set(modules)  # the tree was found
-    assert len(pack_imports(modules)) > 20  # and its imports were read
+    assert {"headless.errors", "headless.runner.session", "headless.batch.run", "headless.cli.main"} <= set(modules)
+    edges = pack_imports(modules)
+    assert len(edges) > 20 and sum(1 for importer, *_ in edges if importer.startswith("headless.")) > 40  # and their imports were read
     assert violations(modules) == []
 
 
@@ -185,6 +210,13 @@ def _planted(extra: dict[str, str]) -> dict[str, tuple[str, bool]]:
         ("models.masks", "def late():\n    from .errors import InstructError\n", "lazily inside late()"),
         ("samplers.regions", "class A:\n    def f(self):\n        from ..models import folders\n", "lazily inside f()"),
         ("nodes.base", "from ..tests import conftest\n", "imports tooling"),
+        ("headless.prompts.checks", "from ..runner import session\n", "headless.runner is above headless.prompts"),
+        ("headless.runner.session", "from ..batch.jobs import Job\n", "headless.batch is above headless.runner"),
+        ("headless.model_files.check", "from ..cli.main import main\n", "headless.cli is above headless.model_files"),
+        ("headless.runner.session", "from ...models import errors\n", "never import each other"),  # tools → pack
+        ("models.masks", "import headless.errors\n", "never import each other"),  # pack → tools
+        ("headless.cli.main", "import authoring.graph\n", "imports tooling"),
+        ("headless.batch.run", "def late():\n    from ..runner import session\n", "lazily inside late()"),
     ],
 )
 def test_a_planted_violation_is_found(module, source, expected):
@@ -195,6 +227,8 @@ def test_a_planted_violation_is_found(module, source, expected):
 def test_a_planted_cycle_is_found():
     found = violations(_planted({"models.masks": "from .image_latent import SizeMode\n"}))  # image_latent imports masks
     assert any(p.startswith("import cycle:") and "models.masks" in p and "models.image_latent" in p for p in found), found
+    found = violations(_planted({"headless.runner.images": "from .session import InProcessSession\n"}))  # session imports images
+    assert any(p.startswith("import cycle:") and "headless.runner.images" in p for p in found), found
 
 
 # ---- the node boundary (ComfyUI-backed) ---------------------------------------------------------

@@ -6,21 +6,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from instruct_harness import PACK_DIR
+from instruct_pictures import write_picture
+from instruct_servers import free_port, launch_comfyui, start_comfyui, stop, wait_ready
 
-import batch_cli
-import run_workflow as runner
+from headless import cli
+from headless.cli import exit_codes as codes
 
 WORKFLOW = PACK_DIR / "workflows" / "api" / "instruct_edit_sd15.json"
 TINY = "checkpoints/tiny-ip2p-sd15.safetensors"
@@ -29,10 +30,7 @@ INSTRUCTIONS = ("make it night", "add snow", "turn it into a painting")
 
 
 def picture(path: Path, seed: int) -> None:
-    import numpy as np
-    from PIL import Image
-
-    Image.fromarray((np.random.default_rng(seed).random((40, 48, 3)) * 255).astype("uint8")).save(path)
+    write_picture(path, seed, (40, 48))
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +66,7 @@ def common_args(batch: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def singles(batch, tmp_path_factory) -> dict[str, bytes]:
     """The 12 rows as 12 single runs of the runner (in this process), by output name."""
-    import batch_manifest
+    from headless.batch import manifest as batch_manifest
 
     out = tmp_path_factory.mktemp("singles")
     images = {}
@@ -82,7 +80,7 @@ def singles(batch, tmp_path_factory) -> dict[str, bytes]:
                 args += [f"--{flag.replace('_', '-')}", str(row[flag])]
         for target, value in row.get("set", {}).items():
             args += ["--set", f"{target}={value}"]
-        assert runner.main(args) == 0
+        assert cli.main(args) == 0
         images[name] = (out / name).read_bytes()
     assert len(set(images.values())) == ROWS  # every row is its own picture
     return images
@@ -179,7 +177,7 @@ def test_bad_manifest_is_refused_whole_before_any_run(batch, tmp_path, capsys):
     manifest.write_text(manifest.read_text().replace("bad cfg,,,", "bad cfg,,,nan"))
     out = tmp_path / "out"
     dead = f"http://127.0.0.1:{free_port()}"  # never contacted: the manifest is refused first
-    code = batch_cli.main([str(WORKFLOW), "--batch", str(manifest), "--output-dir", str(out), "--server", dead])
+    code = cli.main([str(WORKFLOW), "--batch", str(manifest), "--output-dir", str(out), "--server", dead])
     err = capsys.readouterr().err
     assert code == 2, err
     assert "row 2: image file not found" in err and "row 3: seed must be at least 0" in err and "row 3: steps must be an integer" in err
@@ -187,9 +185,6 @@ def test_bad_manifest_is_refused_whole_before_any_run(batch, tmp_path, capsys):
 
 
 def test_rows_the_workflow_refuses_are_listed_before_any_run(comfy, tiny, batch, tmp_path, capsys):
-    from batch_backends import InProcessBackend
-    from runner_session import InProcessSession
-
     manifest = tmp_path / "m.jsonl"
     img = batch["dir"] / "img"
     rows = [
@@ -199,8 +194,7 @@ def test_rows_the_workflow_refuses_are_listed_before_any_run(comfy, tiny, batch,
     ]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    backend = InProcessBackend(session=InProcessSession())
-    code = batch_cli.main([str(WORKFLOW), "--batch", str(manifest), "--output-dir", str(out), "--model", TINY], backend=backend)
+    code = cli.main([str(WORKFLOW), "--batch", str(manifest), "--output-dir", str(out), "--model", TINY])
     err = capsys.readouterr().err
     assert code == 2, err
     assert "row 2:" in err and "no_such_input" in err and "row 3:" in err and "Nobody" in err and "row 1" not in err
@@ -208,9 +202,6 @@ def test_rows_the_workflow_refuses_are_listed_before_any_run(comfy, tiny, batch,
 
 
 def test_a_failing_row_does_not_stop_the_batch(comfy, tiny, batch, tmp_path, capsys):
-    from batch_backends import InProcessBackend
-    from runner_session import InProcessSession
-
     manifest = tmp_path / "m.jsonl"
     img = batch["dir"] / "img"
     rows = [
@@ -221,59 +212,16 @@ def test_a_failing_row_does_not_stop_the_batch(comfy, tiny, batch, tmp_path, cap
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
     args = [str(WORKFLOW), "--batch", str(manifest), "--output-dir", str(out), "--model", TINY, "--steps", "1"]
-    code = batch_cli.main(args, backend=InProcessBackend(session=InProcessSession()))
+    code = cli.main(args)
     err = capsys.readouterr().err
-    assert code == batch_cli.EXIT_ROWS_FAILED, err
+    assert code == codes.EXIT_ROWS_FAILED, err
     found = records(out)
     assert [(r["row"], r["status"]) for r in found] == [(1, "ok"), (2, "error"), (3, "ok")]
     assert "nope" in found[1]["error"] and sorted(outputs(out)) == ["00001_photo0.png", "00003_photo2.png"]
-    assert "rows/min" in err and "ETA" in err and "1 failed" in err
+    assert re.search(r"rows: 100%\|[^\n]*\| 3/3 \[[^\n]*(s/row|row/s), 1 failed", err), err  # rows, time left, rate, failures
 
 
 # ---- a pool of two servers ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_server(comfy, base: Path, port: int) -> subprocess.Popen:
-    """A real ComfyUI server (main.py) with this pack and the test models, started; ``wait_ready`` waits for it."""
-    packs = base / "packs"
-    if not packs.exists():
-        packs.mkdir(parents=True)  # base (tmp_path / "serverN") does not exist yet
-        (packs / "ComfyUI-Instruct").symlink_to(PACK_DIR)
-    for d in ("out", "in", "user", "tmp"):
-        (base / d).mkdir(exist_ok=True)
-    yaml = base / "paths.yaml"
-    yaml.write_text(f"tests:\n  base_path: {comfy.models_dir}\n  checkpoints: checkpoints\n  custom_nodes: {packs}\n")
-    args = ["--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-api-nodes", "--extra-model-paths-config", str(yaml)]
-    for flag, d in (("--output-directory", "out"), ("--input-directory", "in"), ("--user-directory", "user"), ("--temp-directory", "tmp")):
-        args += [flag, str(base / d)]
-    log = open(base / "server.log", "a")
-    proc = subprocess.Popen([sys.executable, "main.py", *args], cwd=comfy.root, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    return proc
-
-
-def wait_ready(proc: subprocess.Popen, base: Path, port: int) -> subprocess.Popen:
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(480):
-        if proc.poll() is not None:
-            pytest.fail(f"ComfyUI server exited: {(base / 'server.log').read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(url + "/object_info/InstructKSampler", timeout=2).read()
-            return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    pytest.fail("ComfyUI server did not start")
-
-
-def start_server(comfy, base: Path, port: int) -> subprocess.Popen:
-    return wait_ready(launch_server(comfy, base, port), base, port)
 
 
 @pytest.fixture(scope="module")
@@ -286,20 +234,10 @@ def live_servers():
         stop(proc)
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)  # by its own PID, never by name
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def test_server_pool_survives_a_server_killed_mid_batch(comfy, tiny, batch, singles, tmp_path, live_servers):
     ports = [free_port(), free_port()]
     bases = [tmp_path / f"server{i}" for i in range(2)]
-    procs = [launch_server(comfy, base, port) for base, port in zip(bases, ports)]  # both boot at once
+    procs = [launch_comfyui(comfy, base, port) for base, port in zip(bases, ports)]  # both boot at once
     try:
         for proc, base, port in zip(procs, bases, ports):
             wait_ready(proc, base, port)
@@ -307,7 +245,7 @@ def test_server_pool_survives_a_server_killed_mid_batch(comfy, tiny, batch, sing
         out = tmp_path / "out"
         args = [*common_args(batch), "--output-dir", str(out), "--server", urls[0], "--server", urls[1]]
         result: dict = {}
-        thread = threading.Thread(target=lambda: result.update(code=batch_cli.main(args)))
+        thread = threading.Thread(target=lambda: result.update(code=cli.main(args)))
         thread.start()
         wait_for_records(out, 2, thread.is_alive)
         stop(procs[0], signal.SIGKILL)  # dies with a row in flight
@@ -332,19 +270,19 @@ def test_a_server_that_comes_back_is_used_again(comfy, tiny, batch, singles, tmp
         proc, port, base = live_servers.pop()
     else:
         port, base = free_port(), tmp_path / "server"
-        proc = start_server(comfy, base, port)
+        proc, _ = start_comfyui(comfy, base, port)
     url = f"http://127.0.0.1:{port}"
     try:
         out = tmp_path / "out"
         result: dict = {}
         args = [*common_args(batch), "--output-dir", str(out), "--server", url]
-        thread = threading.Thread(target=lambda: result.update(code=batch_cli.main(args)))
+        thread = threading.Thread(target=lambda: result.update(code=cli.main(args)))
         thread.start()
         wait_for_records(out, 2, thread.is_alive)
         stop(proc, signal.SIGKILL)
         killed_at = len(records(out))
         assert killed_at < ROWS - 1, "the batch ended before the server was killed"
-        proc = start_server(comfy, base, port)  # back, same address
+        proc, _ = start_comfyui(comfy, base, port)  # back, same address
         thread.join(timeout=600)
         assert result.get("code") == 0
         found = assert_complete(out, singles)
@@ -355,7 +293,7 @@ def test_a_server_that_comes_back_is_used_again(comfy, tiny, batch, singles, tmp
 
 def test_server_pool_with_no_reachable_server_exits_4(batch, tmp_path, capsys):
     out = tmp_path / "out"
-    code = batch_cli.main([*common_args(batch), "--output-dir", str(out), "--server", f"http://127.0.0.1:{free_port()}"])
+    code = cli.main([*common_args(batch), "--output-dir", str(out), "--server", f"http://127.0.0.1:{free_port()}"])
     assert code == 4 and "no ComfyUI server of the pool is reachable" in capsys.readouterr().err
 
 
@@ -375,7 +313,7 @@ def ray_cluster():
 def test_ray_with_two_actors_equals_in_process(comfy, tiny, batch, singles, tmp_path, ray_cluster):
     out = tmp_path / "out"
     args = [*common_args(batch), "--output-dir", str(out), "--ray", "--workers", "2", "--extra-model-paths", str(batch["yaml"])]
-    assert batch_cli.main(args) == 0
+    assert cli.main(args) == 0
     found = assert_complete(out, singles)
     assert len(found) == ROWS
     workers = {r["worker"] for r in found}

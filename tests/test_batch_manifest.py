@@ -1,18 +1,20 @@
 """The batch manifest and results log without ComfyUI: parsing, whole-manifest refusal, seeds,
-output names, resume bookkeeping, the progress line."""
+output names, rows as typed overrides and prompts, resume bookkeeping, the progress bar."""
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 
-import batch_manifest as bm
-import batch_results as br
+from headless.batch import jobs as bj
+from headless.batch import manifest as bm
+from headless.batch import results as br
+from headless.cli.progress import BatchBar
+from headless.prompts.overrides import Overrides, Setting
 
 
 def images(tmp_path: Path, *names: str) -> None:
@@ -38,7 +40,8 @@ def test_jsonl_rows_are_typed_and_named(tmp_path):
     )
     first, second = bm.load_manifest(manifest, base_seed=7)
     assert (first.number, first.image, first.seed, first.steps, first.text_cfg) == (1, tmp_path / "a.png", 5, 3, 6.5)
-    assert first.output == "00001_a.png" and first.sets == {"6.denoise": 0.9} and first.instruction == "make it night"
+    assert first.output == "00001_a.png" and first.instruction == "make it night"
+    assert first.settings == (Setting("6", "denoise", 0.9, "set '6.denoise'"),)
     assert (second.number, second.output, second.reference, second.image_cfg) == (2, "custom.png", tmp_path / "ref.png", 1.25)
     assert second.seed == bm.derive_seed(7, 2)
 
@@ -50,8 +53,11 @@ def test_csv_rows_with_set_columns(tmp_path):
     )
     first, second = bm.load_manifest(tmp_path / "m.csv")
     assert first.instruction == "add snow, lots" and first.seed == 3
-    assert first.sets == {"6.sampler_name": "euler", "Save.filename_prefix": "x"}
-    assert second.instruction is None and second.sets == {} and second.seed == bm.derive_seed(0, 2)
+    assert [(x.node, x.input, x.value, x.text) for x in first.settings] == [
+        ("6", "sampler_name", "euler", True),  # text, typed by the input it sets when the row becomes a prompt
+        ("Save", "filename_prefix", "x", True),
+    ]
+    assert second.instruction is None and second.settings == () and second.seed == bm.derive_seed(0, 2)
 
 
 def test_derived_seeds_are_reproducible_and_distinct():
@@ -109,43 +115,31 @@ def test_empty_and_unreadable_manifests(tmp_path):
         bm.load_manifest(tmp_path / "absent.jsonl")
 
 
-def test_rows_become_single_run_options(tmp_path):
+def test_a_row_overrides_the_command_line_and_adds_its_settings(tmp_path):
     images(tmp_path, "a.png")
     (row,) = bm.load_manifest(write_jsonl(tmp_path / "m.jsonl", [{"image": "a.png", "steps": 4, "set": {"6.cfg": 2, "Save.x": "y"}}]))
-    base = argparse.Namespace(
-        image=None,
-        reference=None,
-        instruction="everyone",
-        prompt=None,
-        negative=None,
-        seed=9,
-        steps=20,
-        text_cfg=None,
-        image_cfg=None,
-        set=["6.denoise=1.0"],
-    )
-    opts = bm.row_options(base, row)
-    assert (opts.image, opts.instruction, opts.steps, opts.seed) == (str(tmp_path / "a.png"), "everyone", 4, row.seed)
-    assert opts.set == ["6.denoise=1.0", "6.cfg=2", "Save.x=y"]
-    assert base.steps == 20 and base.set == ["6.denoise=1.0"]  # the command line's options are not changed
+    base = Overrides(instruction="everyone", seed=9, steps=20, settings=(Setting.parse("6.denoise=1.0"),))
+    merged = base.then(row.overrides())
+    assert (merged.image, merged.instruction, merged.steps, merged.seed) == (tmp_path / "a.png", "everyone", 4, row.seed)
+    assert [(x.node, x.input, x.value) for x in merged.settings] == [("6", "denoise", 1.0), ("6", "cfg", 2), ("Save", "x", "y")]
+    assert base.steps == 20 and len(base.settings) == 1  # the command line's overrides are not changed
+
+
+LOAD_IMAGE = {
+    "4": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Input image"}},
+    "6": {"class_type": "InstructKSampler", "inputs": {"seed": 0}},
+}
 
 
 def test_jobs_hold_tokens_until_a_worker_places_the_images(tmp_path):
     images(tmp_path, "a.png", "b.png")
     rows = bm.load_manifest(write_jsonl(tmp_path / "m.jsonl", [{"image": "a.png"}, {"image": "b.png", "instruction": "refuse me"}]))
-    base = argparse.Namespace(image=None, reference=None, instruction=None, set=None)
-
-    def overrides(api, opts, place):
-        if opts.instruction == "refuse me":
-            raise ValueError("the workflow has no node titled 'Instruction'")
-        return {"4": {"class_type": "LoadImage", "inputs": {"image": place(opts.image)}}}
-
     with pytest.raises(bm.ManifestError, match="row 2: the workflow has no node titled 'Instruction'"):
-        bm.build_jobs({}, rows, base, overrides, ValueError)
-    (job,) = bm.build_jobs({}, rows[:1], base, overrides, ValueError)
+        bj.build_jobs(LOAD_IMAGE, rows, Overrides(), schema=lambda kind: {})
+    (job,) = bj.build_jobs(LOAD_IMAGE, rows[:1], Overrides(), schema=lambda kind: {})
     token = job.prompt["4"]["inputs"]["image"]
-    assert token.startswith(bm.TOKEN_PREFIX) and job.files == {token: tmp_path / "a.png"}
-    filled = bm.fill_tokens(job.prompt, {token: "instruct-runner/abc.png"})
+    assert token.startswith(bj.TOKEN_PREFIX) and job.files == {token: tmp_path / "a.png"}
+    filled = bj.fill_tokens(job.prompt, {token: "instruct-runner/abc.png"})
     assert filled["4"]["inputs"]["image"] == "instruct-runner/abc.png" and job.prompt["4"]["inputs"]["image"] == token
 
 
@@ -173,13 +167,15 @@ def test_resume_skips_only_rows_recorded_ok_with_their_file(tmp_path):
     assert [r["row"] for r in log.records()][-1] == 5
 
 
-def test_progress_line_shows_rate_and_eta():
-    stream = io.StringIO()
-    progress = br.RowProgress(total=10, skipped=2, stream=stream)
-    progress.start -= 60.0
-    progress.ok, progress.failed = 3, 1
-    line = progress.line()
-    assert "6/10 rows" in line and "2 skipped" in line and "1 failed" in line
-    assert "4.0 rows/min" in line and "ETA 01:00" in line
-    progress.update(True)
-    assert stream.getvalue().startswith("\r[")
+def test_the_progress_bar_shows_rows_rate_time_left_failures_and_the_node(capsys):
+    bar = BatchBar()
+    bar.started(total=10, skipped=2, backend="in-process")
+    bar.node(3, 20, "6", "InstructKSampler")
+    bar.row_done(True)
+    bar.row_done(False)
+    bar.close()
+    err = capsys.readouterr().err
+    assert err.startswith("8 row(s) to run on in-process, 2 already done\n")
+    last = err.rsplit("\r", 1)[-1]
+    assert re.match(r"rows:  40%\|[^|]*\| 4/10 \[\d\d:\d\d<[\d:?]+, [^,]*(row/s|s/row), 1 failed\] *\n$", last), last
+    assert "InstructKSampler 3/20" in err  # the node sampling, while a row runs

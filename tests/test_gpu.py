@@ -57,9 +57,10 @@ def reference() -> Path:
     digest = hashlib.sha256((TESTS / "gpu_tier_graphs.py").read_bytes()).hexdigest()[:12]
     path = cache_dir() / f"gpu-tier-reference-{digest}.pt"
     if not path.exists():
-        roots = os.pathsep.join([str(TESTS.parent / "scripts"), str(TESTS.parent / "testing"), os.environ.get("PYTHONPATH", "")])
+        import pack_paths
+
         cmd = [sys.executable, str(TESTS / "gpu_tier_reference.py"), str(path)]
-        done = run_logged(cmd, out_dir() / "reference.log", timeout=200, env=dict(os.environ, PYTHONPATH=roots))
+        done = run_logged(cmd, out_dir() / "reference.log", timeout=200, env=dict(os.environ, PYTHONPATH=pack_paths.python_path()))
         assert done.returncode == 0 and path.exists(), f"the CPU reference failed:\n{done.stdout[-6000:]}"
     return path
 

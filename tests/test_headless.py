@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -23,39 +22,30 @@ from pathlib import Path
 import pytest
 
 from instruct_harness import PACK_DIR
+from instruct_pictures import pixels, write_picture
+from instruct_servers import free_port, start_comfyui, stop
 
-import output_files
-import run_workflow as runner
-import server_client
-from runner_common import RunError
-from workflow_overrides import resolve_model
+from headless import cli
+from headless.cli import exit_codes as codes
+from headless.cli.parser import overrides_from, parse
+from headless.errors import HeadlessError, InputError
+from headless.prompts.overrides import Overrides, apply_overrides, resolve_model
+from headless.runner import outputs as output_files
+from headless.runner import server as server_client
+from headless.runner import session as sessions
 
 WORKFLOW = PACK_DIR / "workflows" / "api" / "instruct_edit_sd15.json"
 SCRIPT = PACK_DIR / "scripts" / "run_workflow.py"
 TINY = "checkpoints/tiny-ip2p-sd15.safetensors"
 
 
-def opts(*extra: str, output: str = "out.png") -> object:
-    return runner.parse_args([str(WORKFLOW), "--output", output, *extra])
+def opts(*extra: str, output: str = "out.png") -> Overrides:
+    """The overrides a single run's command line gives (``--set`` parsed there, once)."""
+    return overrides_from(parse([str(WORKFLOW), "--output", output, *extra]))
 
 
 def picture(tmp_path: Path, seed: int = 0, size: tuple[int, int] = (48, 64), name: str | None = None) -> str:
-    import numpy as np
-    from PIL import Image
-
-    path = tmp_path / (name or f"in{seed}.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.random.default_rng(seed).random((*size, 3)) * 255).astype("uint8")).save(path)
-    return str(path)
-
-
-def pixels(data: bytes):
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    return str(write_picture(tmp_path / (name or f"in{seed}.png"), seed, size))
 
 
 def write_workflow(tmp_path: Path, content) -> str:
@@ -70,7 +60,7 @@ def write_workflow(tmp_path: Path, content) -> str:
 def test_overrides_land_on_the_titled_nodes(tmp_path):
     api = json.loads(WORKFLOW.read_text())
     placed = []
-    out = runner.apply_overrides(
+    out = apply_overrides(
         api,
         opts(
             *("--instruction", "add fireworks", "--negative", "blurry", "--seed", "5", "--steps", "3"),
@@ -92,12 +82,12 @@ def test_overrides_land_on_the_titled_nodes(tmp_path):
 
 def test_override_errors_name_what_is_missing(tmp_path):
     api = json.loads(WORKFLOW.read_text())
-    with pytest.raises(RunError, match="no node titled 'Reference image'"):
-        runner.apply_overrides(api, opts("--reference", picture(tmp_path)), lambda p: p)
-    with pytest.raises(RunError, match="image file not found"):
-        runner.apply_overrides(api, opts("--image", str(tmp_path / "nope.png")), lambda p: p)
-    with pytest.raises(RunError, match="use NODE.INPUT=VALUE"):
-        runner.apply_overrides(api, opts("--set", "seed"), lambda p: p)
+    with pytest.raises(HeadlessError, match="no node titled 'Reference image'"):
+        apply_overrides(api, opts("--reference", picture(tmp_path)), lambda p: p)
+    with pytest.raises(HeadlessError, match="image file not found"):
+        apply_overrides(api, opts("--image", str(tmp_path / "nope.png")), lambda p: p)
+    with pytest.raises(HeadlessError, match="use NODE.INPUT=VALUE"):
+        apply_overrides(api, opts("--set", "seed"), lambda p: p)
 
 
 def test_bare_model_names_resolve_only_when_unique():
@@ -105,10 +95,10 @@ def test_bare_model_names_resolve_only_when_unique():
     assert resolve_model("photo-edit.safetensors", choices) == "checkpoints/photo-edit.safetensors"
     assert resolve_model("x.ckpt", choices) == "x.ckpt"
     assert resolve_model("b/edit.safetensors", choices) == "checkpoints/b/edit.safetensors"
-    with pytest.raises(RunError, match="ambiguous.*checkpoints/a/edit.safetensors, checkpoints/b/edit.safetensors") as info:
+    with pytest.raises(HeadlessError, match="ambiguous.*checkpoints/a/edit.safetensors, checkpoints/b/edit.safetensors") as info:
         resolve_model("edit.safetensors", choices)
-    assert info.value.code == runner.EXIT_INPUT
-    with pytest.raises(RunError, match="no such model.*photo-edit.safetensors"):
+    assert isinstance(info.value, InputError)
+    with pytest.raises(HeadlessError, match="no such model.*photo-edit.safetensors"):
         resolve_model("photo-edt.safetensors", choices)
 
 
@@ -123,18 +113,18 @@ def test_bare_model_names_resolve_only_when_unique():
     ],
 )
 def test_malformed_workflow_files_exit_2_with_a_message(tmp_path, capsys, content, expect):
-    code = runner.main([write_workflow(tmp_path, content), "--output", str(tmp_path / "x.png"), "--quiet"])
+    code = cli.main([write_workflow(tmp_path, content), "--output", str(tmp_path / "x.png"), "--quiet"])
     err = capsys.readouterr().err
-    assert code == runner.EXIT_INPUT and re.search(expect, err), err
+    assert code == codes.EXIT_INPUT and re.search(expect, err), err
     assert "Traceback" not in err and not (tmp_path / "x.png").exists()
 
 
 def test_unwritable_output_is_refused_before_anything_runs(tmp_path, capsys):
-    assert runner.main([str(WORKFLOW), "--output", str(tmp_path)]) == runner.EXIT_INPUT  # a directory
+    assert cli.main([str(WORKFLOW), "--output", str(tmp_path)]) == codes.EXIT_INPUT  # a directory
     assert "is a directory" in capsys.readouterr().err
     blocker = tmp_path / "file.png"
     blocker.write_bytes(b"x")
-    assert runner.main([str(WORKFLOW), "--output", str(blocker / "out.png")]) == runner.EXIT_INPUT  # parent is a file
+    assert cli.main([str(WORKFLOW), "--output", str(blocker / "out.png")]) == codes.EXIT_INPUT  # parent is a file
     assert "cannot write --output" in capsys.readouterr().err
 
 
@@ -142,15 +132,15 @@ def test_outputs_are_written_atomically_with_the_umask_permissions(tmp_path):
     old = os.umask(0o027)
     try:
         target = tmp_path / "a" / "out.png"
-        assert runner.write_outputs([b"one"], target) == [target] and target.read_bytes() == b"one"
+        assert output_files.write_outputs([b"one"], target) == [target] and target.read_bytes() == b"one"
         assert stat.S_IMODE(target.stat().st_mode) == 0o640  # not mkstemp's 0600
         os.umask(0o022)
         existing = tmp_path / "existing.png"
         existing.write_bytes(b"old")
         existing.chmod(0o644)
-        runner.write_outputs([b"new"], existing)
+        output_files.write_outputs([b"new"], existing)
         assert existing.read_bytes() == b"new" and stat.S_IMODE(existing.stat().st_mode) == 0o644
-        paths = runner.write_outputs([b"x", b"y"], tmp_path / "batch.png")
+        paths = output_files.write_outputs([b"x", b"y"], tmp_path / "batch.png")
         assert [p.name for p in paths] == ["batch_0.png", "batch_1.png"]
     finally:
         os.umask(old)
@@ -170,7 +160,7 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def session(comfy, tiny):
-    from runner_session import InProcessSession
+    from headless.runner.session import InProcessSession
 
     s = InProcessSession()
     yield s
@@ -178,7 +168,7 @@ def session(comfy, tiny):
 
 
 def edit_prompt(session, tmp_path, *extra, seed=0, size=(48, 64)):
-    return runner.apply_overrides(
+    return apply_overrides(
         json.loads(WORKFLOW.read_text()),
         opts("--model", TINY, "--image", picture(tmp_path, seed, size), "--steps", "1", *extra),
         session.add_image,
@@ -188,43 +178,41 @@ def edit_prompt(session, tmp_path, *extra, seed=0, size=(48, 64)):
 
 def test_session_runs_a_shipped_workflow_and_names_the_node_in_progress(session, comfy, tmp_path):
     steps = []
-    out = tmp_path / "edit.png"
-    result = session.run(edit_prompt(session, tmp_path), output=out, progress=lambda v, t, n, label: steps.append((v, t, n, label)))
-    assert len(result.images) == 1 and result.images[0][:4] == b"\x89PNG" and result.written == [out]
-    assert out.read_bytes() == result.images[0]
+    result = session.run(edit_prompt(session, tmp_path), progress=lambda v, t, n, label: steps.append((v, t, n, label)))
+    assert len(result.images) == 1 and result.images[0][:4] == b"\x89PNG"
     assert (1, 1, "6", "InstructKSampler") in steps  # the node's title (this one has none: its type)
     assert not list(Path(comfy.folder_paths.get_output_directory()).rglob(result.outputs["8"]["images"][0]["filename"]))
 
 
 def test_session_refusals_are_exit_2(session, comfy, tmp_path):
     api = json.loads(WORKFLOW.read_text())
-    with pytest.raises(RunError) as info:
+    with pytest.raises(HeadlessError) as info:
         session.run(api)  # the published model file is not installed here
-    assert info.value.code == runner.EXIT_INPUT
+    assert isinstance(info.value, InputError)
     assert "instruct-pix2pix-00-22000.safetensors" in str(info.value) and "InstructUNetLoader" in str(info.value)
     api["6"]["class_type"] = "NoSuchSampler"
-    with pytest.raises(RunError, match="not available in this ComfyUI: NoSuchSampler"):
+    with pytest.raises(HeadlessError, match="not available in this ComfyUI: NoSuchSampler"):
         session.run(api)
     tiny_image = edit_prompt(session, tmp_path, size=(4, 4))  # refused while executing: still the user's input
-    with pytest.raises(RunError, match=r"at least 8x8 pixels") as info:
-        session.run(tiny_image, output=tmp_path / "never.png")
-    assert info.value.code == runner.EXIT_INPUT and not (tmp_path / "never.png").exists()
+    with pytest.raises(HeadlessError, match=r"at least 8x8 pixels") as info:
+        session.run(tiny_image)
+    assert isinstance(info.value, InputError)
 
 
 def test_set_of_an_unknown_input_lists_the_node_inputs(session, tmp_path):
-    with pytest.raises(RunError, match=r"node 6 \(InstructKSampler\) has no input 'sead'; its inputs: model, .*seed, steps") as info:
+    with pytest.raises(HeadlessError, match=r"node 6 \(InstructKSampler\) has no input 'sead'; its inputs: model, .*seed, steps") as info:
         edit_prompt(session, tmp_path, "--set", "6.sead=3")
-    assert info.value.code == runner.EXIT_INPUT
+    assert isinstance(info.value, InputError)
     for bad in (["--text-cfg", "nan"], ["--set", "6.denoise=Infinity"], ["--image-cfg=-inf"]):
-        with pytest.raises(RunError, match="inputs must be finite") as info:
+        with pytest.raises(HeadlessError, match="inputs must be finite") as info:
             session.run(edit_prompt(session, tmp_path, *bad))
-        assert info.value.code == runner.EXIT_INPUT
+        assert isinstance(info.value, InputError)
 
 
 def test_bare_model_name_resolves_against_the_loader_list(session, tmp_path):
     api = edit_prompt(session, tmp_path, "--model", "tiny-ip2p-sd15.safetensors")
     assert api["1"]["inputs"]["model_name"] == TINY
-    with pytest.raises(RunError, match=r"no such model file.*similar: .*tiny-ip2p-sd15\.safetensors"):
+    with pytest.raises(HeadlessError, match=r"no such model file.*similar: .*tiny-ip2p-sd15\.safetensors"):
         edit_prompt(session, tmp_path, "--model", "tiny-ip2p-sd16.safetensors")
 
 
@@ -259,12 +247,12 @@ def test_twenty_runs_load_the_model_once_and_memory_stays_flat(session, tmp_path
 
 
 def test_the_entry_point_reuses_one_comfyui_per_process(comfy, tiny, tmp_path, capsys):
-    import comfy_inprocess
+    from headless.runner import comfyui as comfy_inprocess
 
     booted = comfy_inprocess.active()
     for i in range(2):
         out = tmp_path / f"cli{i}.png"
-        code = runner.main([str(WORKFLOW), "--model", TINY, "--image", picture(tmp_path, i), "--steps", "1", "--output", str(out)])
+        code = cli.main([str(WORKFLOW), "--model", TINY, "--image", picture(tmp_path, i), "--steps", "1", "--output", str(out)])
         assert code == 0, capsys.readouterr().err
         assert out.read_bytes()[:4] == b"\x89PNG"
     assert comfy_inprocess.active() is booted
@@ -272,17 +260,17 @@ def test_the_entry_point_reuses_one_comfyui_per_process(comfy, tiny, tmp_path, c
 
 def test_timeout_in_process_stops_the_run_and_the_error_has_its_own_line(comfy, tiny, tmp_path, capsys):
     warm = [str(WORKFLOW), "--model", TINY, "--image", picture(tmp_path), "--quiet", "--output", str(tmp_path / "warm.png")]
-    assert runner.main(warm + ["--steps", "1"]) == 0  # the CLI's session keeps the model: the next run samples at once
+    assert cli.main(warm + ["--steps", "1"]) == 0  # the CLI's session keeps the model: the next run samples at once
     out = tmp_path / "slow.png"
     args = [str(WORKFLOW), "--model", TINY, "--image", picture(tmp_path), "--steps", "10000", "--timeout", "3", "--output", str(out)]
-    assert runner.main(args) == runner.EXIT_EXECUTION
+    assert cli.main(args) == codes.EXIT_EXECUTION
     err = capsys.readouterr().err
-    assert "did not finish within 3 s" in err and re.search(r"\d+/10000 InstructKSampler\n+error: ", err), err[-500:]
+    assert "did not finish within 3 s" in err and re.search(r"InstructKSampler: [^\n]*\d+/10000 \[[^\n]*\n+error: ", err), err[-500:]
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-    assert "1" in runner._SESSION._executor.caches.outputs.all_node_ids()  # the loader's model stayed cached
+    assert "1" in sessions._SHARED._executor.caches.outputs.all_node_ids()  # the loader's model stayed cached
 
 
-def cli(*args: str, root: Path | None = None, sigint: Any = signal.SIG_DFL) -> subprocess.Popen:
+def spawn(*args: str, root: Path | None = None, sigint: Any = signal.SIG_DFL) -> subprocess.Popen:
     """The runner as a user starts it in a terminal: SIGINT at its default even when this pytest runs
     in the background (``cmd &`` and nohup start it, and so its children, with SIGINT ignored)."""
     env = {**os.environ, "COMFYUI_PATH": str(root)} if root is not None else None
@@ -304,14 +292,16 @@ def paths_yaml(comfy, tmp_path) -> str:
 def test_command_line_in_process_is_quiet(comfy, tiny, tmp_path):
     out = tmp_path / "cli.png"
     common = ["--extra-model-paths", paths_yaml(comfy, tmp_path), "--quiet"]
-    proc = cli(str(WORKFLOW), "--model", TINY, "--image", picture(tmp_path), "--steps", "1", *common, "--output", str(out), root=comfy.root)
-    bad = cli(str(WORKFLOW), *common, "--output", str(tmp_path / "bad.png"), root=comfy.root)  # both start up at once
+    proc = spawn(
+        str(WORKFLOW), "--model", TINY, "--image", picture(tmp_path), "--steps", "1", *common, "--output", str(out), root=comfy.root
+    )
+    bad = spawn(str(WORKFLOW), *common, "--output", str(tmp_path / "bad.png"), root=comfy.root)  # both start up at once
     _, stderr = proc.communicate(timeout=600)
     _, bad_stderr = bad.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-2000:]
     assert out.read_bytes()[:4] == b"\x89PNG" and stat.S_IMODE(out.stat().st_mode) == 0o666 & ~current_umask()
     assert stderr.decode().strip() == "", stderr[-2000:]  # no start-up log, no import warnings
-    assert bad.returncode == runner.EXIT_INPUT and b"instruct-pix2pix-00-22000.safetensors" in bad_stderr
+    assert bad.returncode == codes.EXIT_INPUT and b"instruct-pix2pix-00-22000.safetensors" in bad_stderr
     assert b"Traceback" not in bad_stderr and not (tmp_path / "bad.png").exists()
 
 
@@ -345,9 +335,9 @@ def test_ctrl_c_in_process_stops_sampling_exit_130_no_output(comfy, tiny, tmp_pa
     out_dir = tmp_path / "out"
     out = out_dir / "never.png"
     args = [str(WORKFLOW), "--model", TINY, "--image", picture(tmp_path), "--steps", "10000", "--verbose"]
-    proc = cli(*args, "--extra-model-paths", paths_yaml(comfy, tmp_path), "--output", str(out), root=comfy.root)
-    seen = read_until(proc.stderr, b"/10000 InstructKSampler", 600)  # sampling has started
-    assert b"/10000 InstructKSampler" in seen, seen[-2000:]
+    proc = spawn(*args, "--extra-model-paths", paths_yaml(comfy, tmp_path), "--output", str(out), root=comfy.root)
+    seen = read_until(proc.stderr, b"/10000 [", 600)  # sampling has started
+    assert b"/10000 [" in seen, seen[-2000:]
     assert b"Total VRAM" in seen  # --verbose shows ComfyUI's start-up log
     proc.send_signal(signal.SIGINT)
     try:
@@ -355,7 +345,7 @@ def test_ctrl_c_in_process_stops_sampling_exit_130_no_output(comfy, tiny, tmp_pa
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("the run did not stop after Ctrl-C")
-    assert proc.returncode == runner.EXIT_INTERRUPTED
+    assert proc.returncode == codes.EXIT_INTERRUPTED
     assert not out.exists() and not (out_dir.exists() and list(out_dir.iterdir()))
 
 
@@ -364,80 +354,29 @@ def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(comfy, tiny, tmp_pa
     terminal's foreground job must not stop it (in-process, as in server mode and every other program)."""
     out = tmp_path / "done.png"
     args = [str(WORKFLOW), "--model", TINY, "--image", picture(tmp_path), "--steps", "40"]
-    proc = cli(*args, "--extra-model-paths", paths_yaml(comfy, tmp_path), "--output", str(out), root=comfy.root, sigint=signal.SIG_IGN)
-    seen = read_until(proc.stderr, b"/40 InstructKSampler", 600)
-    assert b"/40 InstructKSampler" in seen, seen[-2000:]
+    proc = spawn(*args, "--extra-model-paths", paths_yaml(comfy, tmp_path), "--output", str(out), root=comfy.root, sigint=signal.SIG_IGN)
+    seen = read_until(proc.stderr, b"/40 [", 600)
+    assert b"/40 [" in seen, seen[-2000:]
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=300)
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("the run did not finish")
-    assert proc.returncode == runner.EXIT_OK and out.is_file()
+    assert proc.returncode == codes.EXIT_OK and out.is_file()
 
 
 # ---- against a real server --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(comfy, base: Path) -> tuple[subprocess.Popen, str]:
-    """A real ComfyUI server (main.py) with this pack and the test models, on its own folders."""
-    packs = base / "packs"
-    packs.mkdir(parents=True)
-    (packs / "ComfyUI-Instruct").symlink_to(PACK_DIR)
-    for d in ("out", "in", "user", "tmp"):
-        (base / d).mkdir()
-    yaml = base / "paths.yaml"
-    yaml.write_text(
-        f"tests:\n  base_path: {comfy.models_dir}\n  checkpoints: checkpoints\n  controlnet: controlnet\n"
-        f"  loras: loras\n  custom_nodes: {packs}\n"
-    )
-    port = free_port()
-    log = open(base / "server.log", "w")
-    folders = ["--output-directory", "out", "--input-directory", "in", "--user-directory", "user", "--temp-directory", "tmp"]
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-api-nodes"]
-        + ["--extra-model-paths-config", str(yaml)]
-        + [str(base / f) if i % 2 else f for i, f in enumerate(folders)],
-        cwd=comfy.root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(480):
-        if proc.poll() is not None:
-            pytest.fail(f"ComfyUI server exited: {(base / 'server.log').read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(url + "/object_info/InstructKSampler", timeout=2).read()
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    stop_server(proc)
-    pytest.fail("ComfyUI server did not start")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()  # by its own PID, never by name
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 @pytest.fixture(scope="module")
 def server(comfy, tiny, tmp_path_factory):
     base = tmp_path_factory.mktemp("server")
-    proc, url = start_server(comfy, base)
+    proc, url = start_comfyui(comfy, base)
     try:
         yield url, base
     finally:
-        stop_server(proc)
+        stop(proc)
 
 
 def post(url: str, path: str, payload) -> object:
@@ -463,14 +402,14 @@ def wait_idle(url: str, limit_s: float = 120) -> None:
 def test_server_run_writes_the_image(server, tmp_path, capsys):
     url, base = server
     out = tmp_path / "server.png"
-    code = runner.main(
+    code = cli.main(
         [str(WORKFLOW), "--server", url, "--model", TINY, "--image", picture(tmp_path, 3), "--instruction", "make it autumn"]
         + ["--steps", "2", "--output", str(out)]
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert out.read_bytes()[:4] == b"\x89PNG"
-    assert "2/2 InstructKSampler" in captured.err  # progress from the websocket, naming the node
+    assert re.search(r"InstructKSampler: [^\n]*2/2 \[", captured.err), captured.err  # progress from the websocket, naming the node
     info = json.loads(urllib.request.urlopen(url + "/object_info").read())
     for node_id in (
         "InstructUNetLoader",
@@ -502,31 +441,31 @@ def test_server_refusals_show_the_node_level_messages(server, tmp_path, capsys, 
     url, _ = server
     model = [] if not extra else ["--model", TINY]
     out = tmp_path / "x.png"
-    code = runner.main([str(WORKFLOW), "--server", url, *model, "--image", picture(tmp_path), *extra, "--output", str(out)])
+    code = cli.main([str(WORKFLOW), "--server", url, *model, "--image", picture(tmp_path), *extra, "--output", str(out)])
     err = capsys.readouterr().err
-    assert code == runner.EXIT_INPUT and expect in err, err
+    assert code == codes.EXIT_INPUT and expect in err, err
     assert not out.exists()
 
 
 def test_server_input_error_while_executing_is_exit_2(server, tmp_path, capsys):
     url, _ = server
     small = picture(tmp_path, 1, size=(4, 4))
-    code = runner.main([str(WORKFLOW), "--server", url, "--model", TINY, "--image", small, "--quiet", "--output", str(tmp_path / "x.png")])
+    code = cli.main([str(WORKFLOW), "--server", url, "--model", TINY, "--image", small, "--quiet", "--output", str(tmp_path / "x.png")])
     err = capsys.readouterr().err
-    assert code == runner.EXIT_INPUT and "at least 8x8 pixels" in err, err
+    assert code == codes.EXIT_INPUT and "at least 8x8 pixels" in err, err
 
 
 def test_server_missing_node_type(server, tmp_path, capsys):
     url, _ = server
     api = json.loads(WORKFLOW.read_text())
     api["6"]["class_type"] = "NotInstalledNode"
-    code = runner.main([write_workflow(tmp_path, api), "--server", url, "--output", str(tmp_path / "x.png")])
-    assert code == runner.EXIT_INPUT and "lacks node types: NotInstalledNode" in capsys.readouterr().err
+    code = cli.main([write_workflow(tmp_path, api), "--server", url, "--output", str(tmp_path / "x.png")])
+    assert code == codes.EXIT_INPUT and "lacks node types: NotInstalledNode" in capsys.readouterr().err
 
 
 def test_server_down_is_reported(tmp_path, capsys):
-    code = runner.main([str(WORKFLOW), "--server", f"http://127.0.0.1:{free_port()}", "--output", str(tmp_path / "x.png")])
-    assert code == runner.EXIT_UNREACHABLE and "not reachable" in capsys.readouterr().err
+    code = cli.main([str(WORKFLOW), "--server", f"http://127.0.0.1:{free_port()}", "--output", str(tmp_path / "x.png")])
+    assert code == codes.EXIT_UNREACHABLE and "not reachable" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
 
 
@@ -535,12 +474,12 @@ def test_an_http_server_that_is_not_comfyui_is_named(tmp_path, capsys):
     threading.Thread(target=web.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{web.server_address[1]}"
-        code = runner.main([str(WORKFLOW), "--server", url, "--output", str(tmp_path / "x.png")])
+        code = cli.main([str(WORKFLOW), "--server", url, "--output", str(tmp_path / "x.png")])
     finally:
         web.shutdown()
         web.server_close()
     err = capsys.readouterr().err
-    assert code == runner.EXIT_UNREACHABLE and "is not a ComfyUI server" in err and "Traceback" not in err
+    assert code == codes.EXIT_UNREACHABLE and "is not a ComfyUI server" in err and "Traceback" not in err
 
 
 def test_concurrent_runs_with_same_named_images_never_cross(server, tmp_path, capsys):
@@ -556,7 +495,7 @@ def test_concurrent_runs_with_same_named_images_never_cross(server, tmp_path, ca
 
     def run(i):
         args = [str(WORKFLOW), "--server", url, "--model", TINY, "--image", photos[i], "--seed", "11", "--steps", "2", "--quiet"]
-        codes[i] = runner.main(args + ["--output", str(outs[i])])
+        codes[i] = cli.main(args + ["--output", str(outs[i])])
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
     for t in threads:
@@ -568,7 +507,7 @@ def test_concurrent_runs_with_same_named_images_never_cross(server, tmp_path, ca
     time.sleep(1.0)
     client = server_client.ServerClient(url)
     for i in range(3):
-        api = runner.apply_overrides(
+        api = apply_overrides(
             json.loads(WORKFLOW.read_text()),
             opts(*("--model", TINY, "--image", photos[i], "--seed", "11", "--steps", "2")),
             client.add_image,
@@ -585,7 +524,7 @@ def test_concurrent_runs_with_same_named_images_never_cross(server, tmp_path, ca
 def blocker(url: str, tmp_path: Path) -> str:
     """Queue a long prompt straight through the API; its id."""
     client = server_client.ServerClient(url)
-    api = runner.apply_overrides(
+    api = apply_overrides(
         json.loads(WORKFLOW.read_text()), opts("--model", TINY, "--image", picture(tmp_path, 9), "--steps", "10000"), client.add_image
     )
     return post(url, "/prompt", {"prompt": api, "client_id": "blocker"})["prompt_id"]
@@ -596,9 +535,9 @@ def test_timeout_cancels_a_queued_prompt_so_it_never_runs(server, tmp_path, caps
     wait_idle(url)
     first = blocker(url, tmp_path)
     args = [str(WORKFLOW), "--server", url, "--model", TINY, "--image", picture(tmp_path, 5), "--steps", "1", "--quiet"]
-    code = runner.main(args + ["--set", "Save.filename_prefix=cancelled_queued", "--timeout", "3", "--output", str(tmp_path / "x.png")])
+    code = cli.main(args + ["--set", "Save.filename_prefix=cancelled_queued", "--timeout", "3", "--output", str(tmp_path / "x.png")])
     err = capsys.readouterr().err
-    assert code == runner.EXIT_EXECUTION and "did not finish within 3 s; it was cancelled on the server" in err, err
+    assert code == codes.EXIT_EXECUTION and "did not finish within 3 s; it was cancelled on the server" in err, err
     assert [item[1] for item in get(url, "/queue")["queue_running"]] == [first]
     assert get(url, "/queue")["queue_pending"] == []  # taken off the queue
     post(url, "/interrupt", {"prompt_id": first})
@@ -611,10 +550,10 @@ def test_timeout_interrupts_a_running_prompt(server, tmp_path, capsys):
     url, _ = server
     wait_idle(url)
     args = [str(WORKFLOW), "--server", url, "--model", TINY, "--image", picture(tmp_path, 6), "--steps", "10000"]
-    code = runner.main(args + ["--timeout", "5", "--output", str(tmp_path / "x.png")])
+    code = cli.main(args + ["--timeout", "5", "--output", str(tmp_path / "x.png")])
     err = capsys.readouterr().err
-    assert code == runner.EXIT_EXECUTION and "cancelled on the server" in err, err
-    assert re.search(r"/10000 InstructKSampler\n+error: ", err), err[-300:]  # the error starts its own line
+    assert code == codes.EXIT_EXECUTION and "cancelled on the server" in err, err
+    assert re.search(r"InstructKSampler: [^\n]*/10000 \[[^\n]*\n+error: ", err), err[-300:]  # the error starts its own line
     queue = get(url, "/queue")
     assert queue["queue_running"] == [] and queue["queue_pending"] == []
     interrupted = [h for h in get(url, "/history").values() if any(e == "execution_interrupted" for e, _ in h["status"]["messages"])]
@@ -624,7 +563,7 @@ def test_timeout_interrupts_a_running_prompt(server, tmp_path, capsys):
 def test_ctrl_c_in_server_mode_cancels_the_prompt(server, tmp_path):
     url, _ = server
     wait_idle(url)
-    proc = cli(
+    proc = spawn(
         str(WORKFLOW),
         "--server",
         url,
@@ -637,11 +576,11 @@ def test_ctrl_c_in_server_mode_cancels_the_prompt(server, tmp_path):
         "--output",
         str(tmp_path / "x.png"),
     )
-    seen = read_until(proc.stderr, b"/10000 InstructKSampler", 300)
-    assert b"/10000 InstructKSampler" in seen, seen[-2000:]
+    seen = read_until(proc.stderr, b"/10000 [", 300)
+    assert b"/10000 [" in seen, seen[-2000:]
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)
-    assert proc.returncode == runner.EXIT_INTERRUPTED
+    assert proc.returncode == codes.EXIT_INTERRUPTED
     queue = get(url, "/queue")
     assert queue["queue_running"] == [] and queue["queue_pending"] == []
     assert not (tmp_path / "x.png").exists()
@@ -653,7 +592,7 @@ def test_cached_and_failing_prompts_return_at_once(server, tmp_path, monkeypatch
     url, _ = server
     wait_idle(url)
     client = server_client.ServerClient(url)
-    api = runner.apply_overrides(
+    api = apply_overrides(
         json.loads(WORKFLOW.read_text()), opts("--model", TINY, "--image", picture(tmp_path, 8), "--steps", "1"), client.add_image
     )
     first = client.run(api)
@@ -661,17 +600,17 @@ def test_cached_and_failing_prompts_return_at_once(server, tmp_path, monkeypatch
     start = time.monotonic()
     again = client.run(api)
     assert time.monotonic() - start < 20 and again.images == first.images
-    small = runner.apply_overrides(
+    small = apply_overrides(
         json.loads(WORKFLOW.read_text()), opts("--model", TINY, "--image", picture(tmp_path, 1, size=(4, 4))), client.add_image
     )
     start = time.monotonic()
-    with pytest.raises(RunError, match="at least 8x8"):
+    with pytest.raises(HeadlessError, match="at least 8x8"):
         client.run(small)
     assert time.monotonic() - start < 20
 
 
 def test_a_server_that_dies_mid_run_is_exit_4_in_one_line(comfy, tiny, tmp_path, capsys):
-    proc, url = start_server(comfy, tmp_path / "doomed")
+    proc, url = start_comfyui(comfy, tmp_path / "doomed")
     try:
 
         def kill_when_sampling():
@@ -688,9 +627,9 @@ def test_a_server_that_dies_mid_run_is_exit_4_in_one_line(comfy, tiny, tmp_path,
 
         threading.Thread(target=kill_when_sampling, daemon=True).start()
         args = [str(WORKFLOW), "--server", url, "--model", TINY, "--image", picture(tmp_path), "--steps", "10000", "--quiet"]
-        code = runner.main(args + ["--output", str(tmp_path / "x.png")])
+        code = cli.main(args + ["--output", str(tmp_path / "x.png")])
     finally:
-        stop_server(proc)
+        stop(proc)
     err = capsys.readouterr().err
-    assert code == runner.EXIT_UNREACHABLE, err
+    assert code == codes.EXIT_UNREACHABLE, err
     assert err.count("\n") == 1 and err.startswith("error: ") and "stopped responding" in err, err

@@ -11,7 +11,7 @@ import pytest
 
 from instruct_harness import PACK_DIR
 
-import workflow_format as wf
+from headless.prompts import formats as wf
 
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 NAMES = [p.stem for p in WORKFLOWS]

@@ -1,4 +1,5 @@
-"""Writing the run's images: checked before sampling, written atomically, with ordinary permissions.
+"""Writing a run's images, by the caller of a run (the command line, the batch driver): checked before
+sampling, written atomically, with ordinary permissions.
 
 ``check_output`` refuses a target that cannot be written (a directory, a parent that is a file or
 not writable) before any sampling time is spent. ``write_outputs`` writes each image to a temporary
@@ -15,7 +16,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from runner_common import EXIT_INPUT, RunError
+from ..errors import InputError
 
 
 def output_targets(output: Path, count: int) -> list[Path]:
@@ -39,20 +40,20 @@ def _umask() -> int:
 
 
 def check_output(output: Path) -> None:
-    """Refuse (exit 2) an output the run could not write, before it runs."""
+    """Refuse an output the run could not write, before it runs."""
     output = Path(output)
     if output.is_dir():
-        raise RunError(f"--output {output} is a directory; give a file name, e.g. {output / 'edited.png'}", EXIT_INPUT)
+        raise InputError(f"--output {output} is a directory; give a file name, e.g. {output / 'edited.png'}")
     parent = output.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".{output.name}.", dir=str(parent))
     except OSError as exc:
-        raise RunError(f"cannot write --output {output}: {exc.strerror or exc}", EXIT_INPUT) from exc
+        raise InputError(f"cannot write --output {output}: {exc.strerror or exc}") from exc
     os.close(fd)
     os.unlink(probe)
     if output.exists() and not os.access(output, os.W_OK):
-        raise RunError(f"cannot write --output {output}: the file is read-only", EXIT_INPUT)
+        raise InputError(f"cannot write --output {output}: the file is read-only")
 
 
 def _write_one(data: bytes, target: Path) -> None:
@@ -84,5 +85,5 @@ def write_outputs(images: list[bytes], output: Path) -> list[Path]:
         try:
             _write_one(data, target)
         except OSError as exc:
-            raise RunError(f"cannot write {target}: {exc.strerror or exc}", EXIT_INPUT) from exc
+            raise InputError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return targets

@@ -1,11 +1,12 @@
-"""The catalogue of shipped workflows: each graph described once (``workflow_graph``), titled for the
-runner (``workflow_titles``), with the Note that explains its settings.
+"""The catalogue of shipped workflows: each graph described once (``graph``), titled for the
+runner (``headless.prompts.titles``), with the Note that explains its settings.
 """
 
 from __future__ import annotations
 
-import workflow_titles as titles
-from workflow_graph import Graph, Node
+from headless.prompts import titles
+
+from .graph import Graph, Node
 
 ROLE_INSTRUCTION, ROLE_PROMPT, ROLE_NEGATIVE = titles.INSTRUCTION, titles.PROMPT, titles.NEGATIVE
 ROLE_IMAGE, ROLE_REFERENCE, ROLE_SAVE = titles.IMAGE, titles.REFERENCE, titles.SAVE

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import workflow_format as wf
-import workflow_layout as wl
-import workflow_models as wm
+from headless.prompts import formats as wf
+
+from . import layout as wl
+from . import models as wm
 
 PACK_ID = "comfyui-instruct"
-PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def pack_version(pyproject: Path = PYPROJECT) -> str:
@@ -110,8 +111,8 @@ def to_ui(graph: Graph, object_info: dict, pack_nodes: set[str]) -> dict:
     link_of = {(link[3], link[4]): link[0] for link in links}
     placed = layout(graph, object_info, socket_lists, links)
     boxes = placed.boxes
-    manifest = wm.load_manifest()
-    used: list[str] = []
+    manifest = wm.load()
+    used: list = []
     for order, node in enumerate(graph.nodes):
         info = object_info[node.type]
         values = []
@@ -131,11 +132,11 @@ def to_ui(graph: Graph, object_info: dict, pack_nodes: set[str]) -> dict:
         properties: dict = {"Node name for S&R": node.type}
         if node.type in pack_nodes:
             properties.update(cnr_id=PACK_ID, ver=pack_version())
-        keys = [key for key in (wm.match(v, manifest) for v in values) if key]
-        used += [key for key in keys if key not in used]
-        exact = [key for key in keys if key in values]  # the frontend compares name == widget value
+        entries = [entry for entry in (manifest.match(v) for v in values) if entry]
+        used += [entry for entry in entries if entry not in used]
+        exact = [entry for entry in entries if entry.name in values]  # the frontend compares name == widget value
         if exact:
-            properties["models"] = [wm.frontend_entry(key, manifest) for key in exact]
+            properties["models"] = [wm.frontend_entry(entry) for entry in exact]
         box = boxes[node.id]
         entry = {
             "id": node.id,
@@ -154,7 +155,7 @@ def to_ui(graph: Graph, object_info: dict, pack_nodes: set[str]) -> dict:
             entry["title"] = node.title
         ui_nodes.append(entry)
     note_id = len(graph.nodes) + 1
-    text = graph.note + ("\n" + wm.note_lines(used, manifest) if used else "")
+    text = graph.note + ("\n" + wm.note_lines(used) if used else "")
     note_w, note_h = note_size(text, boxes)
     top = min(b.y for b in boxes.values()) - wl.TITLE_H
     note_pos = [0, round(top - note_h - 60)]
@@ -187,7 +188,7 @@ def to_ui(graph: Graph, object_info: dict, pack_nodes: set[str]) -> dict:
         "groups": [],
         "config": {},
         "extra": {"ds": wl.view(rects), "info": {"pack": PACK_ID}, "reroutes": reroutes, "linkExtensions": extensions},
-        "models": [wm.frontend_entry(key, manifest) for key in used],
+        "models": [wm.frontend_entry(entry) for entry in used],
         "version": 0.4,
     }
 
@@ -229,7 +230,7 @@ def node_size(info: dict, sockets: int) -> list[int]:
 
 
 def layout(graph: Graph, object_info: dict, socket_lists: dict, links: list) -> wl.Layout:
-    """Positions from the graph's topology (see workflow_layout)."""
+    """Positions from the graph's topology (see layout.py)."""
     sizes = {node.id: tuple(node_size(object_info[node.type], len(socket_lists[node.id]))) for node in graph.nodes}
     edges = [wl.Edge(src, src_slot, dst, dst_slot) for _id, src, src_slot, dst, dst_slot, _t in links]
     return wl.layout(sizes, edges)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TextIO
@@ -29,8 +27,7 @@ class Outcome:
     images: list[bytes]
     seconds: float
     worker: str
-    error: Optional[str] = None
-    code: int = 0  # the runner's exit code of the failure (2 input, 3 execution, ...)
+    error: Optional[str] = None  # why the row failed, in the runner's words
     peak_mb: Optional[float] = None  # the worker process's peak resident memory so far (in-process, Ray)
 
 
@@ -107,52 +104,3 @@ def record_for(row: Any, outcome: Outcome, files: list[str]) -> dict:
         "peak_mb": outcome.peak_mb,
         **({"files": files} if len(files) > 1 else {}),
     }
-
-
-class RowProgress:
-    """A one-line bar over rows with the rate and the time left, on stderr (or ``stream``)."""
-
-    def __init__(self, total: int, skipped: int = 0, stream: Optional[TextIO] = None, width: int = 28) -> None:
-        self.total = total
-        self.skipped = skipped
-        self.ok = 0
-        self.failed = 0
-        self.width = width
-        self.stream = stream
-        self.start = time.monotonic()
-
-    @property
-    def done(self) -> int:
-        return self.skipped + self.ok + self.failed
-
-    def line(self, now: Optional[float] = None) -> str:
-        elapsed = (time.monotonic() if now is None else now) - self.start
-        ran = self.ok + self.failed
-        rate = ran / elapsed * 60 if elapsed > 0 and ran else 0.0
-        left = self.total - self.done
-        eta = _clock(left / rate * 60) if rate else "--:--"
-        filled = int(self.width * self.done / max(self.total, 1))
-        bar = "#" * filled + "." * (self.width - filled)
-        skipped = f", {self.skipped} skipped" if self.skipped else ""
-        failed = f", {self.failed} failed" if self.failed else ""
-        return f"[{bar}] {self.done}/{self.total} rows{skipped}{failed}  {rate:.1f} rows/min  ETA {eta}"
-
-    def update(self, ok: bool) -> None:
-        if ok:
-            self.ok += 1
-        else:
-            self.failed += 1
-        self.show()
-
-    def show(self) -> None:
-        stream = self.stream or sys.stderr
-        stream.write("\r" + self.line())
-        if self.done >= self.total:
-            stream.write("\n")
-        stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workflow_graph import Graph
+from .graph import Graph
 
 
 def thumbnail(graph: Graph, path: Path, pack_nodes: set[str]) -> None:

@@ -1,4 +1,4 @@
-"""Run API prompts on a running ComfyUI server: the server half of the runner.
+"""Run API prompts on a running ComfyUI server: the server ``Runner``.
 
 ``ServerClient(url).run(prompt)`` uploads nothing by itself; ``add_image(path)`` uploads an image
 under its content hash in an ``instruct-runner/`` subfolder without ``overwrite``, so concurrent
@@ -9,8 +9,7 @@ once returns at once. A timeout or Ctrl-C cancels the prompt on the server wheth
 (targeted ``/interrupt``) or still queued (deleted from ``/queue``): nothing cancelled runs later.
 
 Needs only the standard library (``websocket-client`` for progress; without it, ``/history`` is
-polled). Errors are ``RunError`` with the CLI's exit codes; a pool of servers can hold one client
-per server.
+polled). A pool of servers holds one client per server.
 """
 
 from __future__ import annotations
@@ -25,33 +24,27 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-from output_files import check_output, write_outputs
-from runner_common import (
-    EXIT_EXECUTION,
-    EXIT_INPUT,
-    EXIT_INTERRUPTED,
-    EXIT_UNREACHABLE,
-    ProgressFn,
-    RunError,
-    RunResult,
-    UPLOAD_SUBFOLDER,
-    check_prompt,
-    content_name,
-    failure,
-    format_node_errors,
-    node_label,
-    save_node,
-)
+from ..errors import ExecutionError, InputError, RunInterrupted, RunTimeout, UnreachableError
+from ..prompts.checks import format_node_errors, node_label
+from .images import UPLOAD_SUBFOLDER, content_name
+from .protocol import ProgressFn
+from .sequence import Finished, PromptRunner
 
 POLL_S = 1.0
 CANCEL_WAIT_S = 10.0
+#: How long a run may take on a server when the caller gives no timeout: a server left alone never hangs a client.
+DEFAULT_TIMEOUT_S = 3600.0
 
 
-class ServerClient:
+class ServerClient(PromptRunner):
     """One ComfyUI server (see the module doc)."""
+
+    where = " on the server"
+    runs_here = False
 
     def __init__(self, url: str, *, request_timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
+        self.name = self.url
         self.request_timeout = request_timeout
         self.client_id = uuid.uuid4().hex
         self._schemas: dict[str, dict] = {}
@@ -59,14 +52,13 @@ class ServerClient:
 
     # ---- HTTP -----------------------------------------------------------------------------------
 
-    def _unreachable(self, exc: BaseException, during: str = "") -> RunError:
+    def _unreachable(self, exc: BaseException, during: str = "") -> UnreachableError:
         reason = getattr(exc, "reason", None) or exc
         if during:
-            return RunError(f"the ComfyUI server at {self.url} stopped responding {during} ({reason})", EXIT_UNREACHABLE)
-        return RunError(
+            return UnreachableError(f"the ComfyUI server at {self.url} stopped responding {during} ({reason})")
+        return UnreachableError(
             f"ComfyUI server at {self.url} is not reachable ({reason}): start it, check the address, "
-            "or run without --server to run in-process",
-            EXIT_UNREACHABLE,
+            "or run without --server to run in-process"
         )
 
     def request(
@@ -104,8 +96,8 @@ class ServerClient:
             raise self._not_comfyui(f"{path} answered HTTP {status}")
         return value
 
-    def _not_comfyui(self, why: str) -> RunError:
-        return RunError(f"{self.url} is not a ComfyUI server ({why}); check the address and port", EXIT_UNREACHABLE)
+    def _not_comfyui(self, why: str) -> UnreachableError:
+        return UnreachableError(f"{self.url} is not a ComfyUI server ({why}); check the address and port")
 
     def check(self) -> None:
         """Refuse an address that answers but is not ComfyUI (exit 4)."""
@@ -132,15 +124,18 @@ class ServerClient:
         self._schemas.update(info)
         return info
 
-    def missing_types(self, api: dict) -> list[str]:
-        return sorted(t for t in {n["class_type"] for n in api.values()} if not self.schema(t))
+    def lacks_types_message(self, missing: list[str]) -> str:
+        return (
+            f"the server at {self.url} lacks node types: {', '.join(missing)}. Install ComfyUI-Instruct "
+            "(or the pack that provides them) into its custom_nodes and restart it."
+        )
 
     def add_image(self, path: Path | str) -> str:
         """Upload an image under its content hash (see the module doc); the name for LoadImage."""
         self.check()
         path = Path(path)
         if not path.is_file():
-            raise RunError(f"image file not found: {path}", EXIT_INPUT)
+            raise InputError(f"image file not found: {path}")
         boundary = uuid.uuid4().hex
         fields = [
             (f'name="image"; filename="{content_name(path)}"\r\nContent-Type: application/octet-stream', path.read_bytes()),
@@ -153,30 +148,15 @@ class ServerClient:
         body += f"--{boundary}--\r\n".encode()
         status, result = self.request("/upload/image", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         if status != 200 or not isinstance(result, dict) or "name" not in result:
-            raise RunError(f"uploading {path} failed: HTTP {status} {result!r:.200}", EXIT_INPUT)
+            raise InputError(f"uploading {path} failed: HTTP {status} {result!r:.200}")
         return f"{result['subfolder']}/{result['name']}" if result.get("subfolder") else result["name"]
 
     # ---- running --------------------------------------------------------------------------------
 
-    def run(
-        self, prompt: dict, *, output: Optional[Path] = None, progress: Optional[ProgressFn] = None, timeout: float = 3600.0
-    ) -> RunResult:
-        """Queue one API prompt, follow it, fetch the save node's images (written to ``output`` if given).
-
-        Raises RunError: 2 refused prompt or input, 3 execution error or ``timeout`` (the prompt is
-        cancelled), 4 server unreachable / gone / not ComfyUI, 130 interrupted (cancelled)."""
-        api = check_prompt(prompt)
+    def _execute(self, api: dict, progress: Optional[ProgressFn], timeout: Optional[float]) -> Finished:
+        """Queue the prompt, follow it until /history has it; a timeout or Ctrl-C cancels it on the server."""
+        timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
         self.check()
-        missing = self.missing_types(api)
-        if missing:
-            raise RunError(
-                f"the server at {self.url} lacks node types: {', '.join(missing)}. Install the pack that provides "
-                "them into its custom_nodes (and restart it).",
-                EXIT_INPUT,
-            )
-        save = save_node(api)
-        if output is not None:
-            check_output(Path(output))
         ws = self._connect_websocket()  # before the POST, so no event of this prompt is missed
         prompt_id = uuid.uuid4().hex  # chosen here, so a Ctrl-C during the POST can still cancel it
         try:
@@ -187,36 +167,34 @@ class ServerClient:
                 details = format_node_errors(answer.get("node_errors", {}) if isinstance(answer, dict) else {}, api)
                 if status == 404:
                     raise self._not_comfyui("POST /prompt answered HTTP 404")
-                raise RunError(f"the server refused the workflow: {message!s:.500}\n{details}".rstrip(), EXIT_INPUT)
+                raise InputError(f"the server refused the workflow: {message!s:.500}\n{details}".rstrip())
             entry = self._wait(ws, prompt_id, api, progress, time.monotonic() + timeout)
         except KeyboardInterrupt as exc:
             ws = _close(ws)  # first: a server blocked on sending us progress serves the cancel sooner
             self.cancel(prompt_id)
-            raise RunError("interrupted; the prompt was cancelled on the server", EXIT_INTERRUPTED) from exc
+            raise RunInterrupted("interrupted; the prompt was cancelled on the server") from exc
         except TimeoutError as exc:
             ws = _close(ws)
             self.cancel(prompt_id)
-            raise RunError(f"the run did not finish within {timeout:g} s; it was cancelled on the server", EXIT_EXECUTION) from exc
+            raise RunTimeout(f"the run did not finish within {timeout:g} s; it was cancelled on the server") from exc
         finally:
             _close(ws)
-        problem = failure(entry.get("status", {}).get("messages", []), api, " on the server")
-        if problem is not None:
-            raise problem
-        images = []
-        for img in entry.get("outputs", {}).get(save, {}).get("images", []):
+        return Finished(prompt_id=prompt_id, messages=entry.get("status", {}).get("messages", []), outputs=entry.get("outputs", {}))
+
+    def _read_images(self, images: list[dict]) -> list[bytes]:
+        out = []
+        for img in images:
             query = urllib.parse.urlencode(
                 {"filename": img["filename"], "subfolder": img.get("subfolder", ""), "type": img.get("type", "output")}
             )
             status, data = self.request(f"/view?{query}", during="while sending the image")
             if status != 200 or not isinstance(data, bytes):
-                raise RunError(f"the server could not send the image {img['filename']} (HTTP {status})", EXIT_EXECUTION)
-            images.append(data)
-        result = RunResult(prompt_id=prompt_id, images=images, outputs=entry.get("outputs", {}))
-        if output is not None:
-            if not images:
-                raise RunError("the run produced no image", EXIT_INPUT)
-            result.written = write_outputs(images, Path(output))
-        return result
+                raise ExecutionError(f"the server could not send the image {img['filename']} (HTTP {status})")
+            out.append(data)
+        return out
+
+    def close(self) -> None:
+        """Nothing to release: every request is its own connection."""
 
     def _connect_websocket(self) -> Any:
         try:
@@ -297,7 +275,7 @@ class ServerClient:
                 if not any(len(item) > 1 and item[1] == prompt_id for item in listed):
                     return True
                 time.sleep(0.2)
-        except RunError:
+        except UnreachableError:
             return False
         return False
 

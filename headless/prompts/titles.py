@@ -1,5 +1,5 @@
 """The node titles the headless runner addresses: one source for the workflows that carry them
-(``workflow_catalog``) and the runner that looks for them (``workflow_overrides``, ``runner_common``).
+(``authoring/catalog.py``) and the runner that looks for them (``overrides``, ``checks``).
 
 A workflow marks its editable nodes by title (API format: ``_meta.title``), so ``run_workflow.py
 --instruction/--prompt/--negative/--image/--reference`` need no node ids, and the image saved is the

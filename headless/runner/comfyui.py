@@ -1,6 +1,6 @@
 """Run ComfyUI in this process, the way its server does, with this pack loaded as a custom node.
 
-Used by the headless runner (``run_workflow.py``), the tests and the benchmarks. One instance per
+Used by the in-process session, the tests, the benchmarks and the workflow generator. One instance per
 process: ComfyUI's registries are module globals.
 
 Where ComfyUI is found (first match): ``$COMFYUI_PATH``; the ComfyUI whose ``custom_nodes`` holds
@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-PACK_DIR = Path(__file__).resolve().parents[1]
+PACK_DIR = Path(__file__).resolve().parents[2]
 
 
 def put_on_path(root: Path) -> None:

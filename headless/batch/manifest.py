@@ -7,22 +7,22 @@ Image paths are relative to the manifest's folder. Rows are numbered from 1 in f
 lines and ``#`` comment lines of a JSONL file are not rows).
 
 Every problem of every row is collected, so the user fixes the manifest in one go
-(``ManifestError.problems``). Rows then become API prompts through the runner's own override
-function (the same a single run uses); input images stay tokens until the worker that runs the row
-places them (``add_image``) and fills in its names (``fill_tokens``).
+(``ManifestError.problems``). A row's values keep their types: JSON Lines values as written, CSV
+cells as text that the input they set types when the row becomes a prompt (``jobs``).
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import csv
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+
+from ..errors import InputError
+from ..prompts.overrides import Overrides, Setting
 
 TEXT_FIELDS = ("instruction", "prompt", "negative")
 IMAGE_FIELDS = ("image", "reference")
@@ -31,10 +31,9 @@ FLOAT_FIELDS = ("text_cfg", "image_cfg")
 FIELDS = (*IMAGE_FIELDS, *TEXT_FIELDS, *INT_FIELDS, *FLOAT_FIELDS, "output", "set")
 CSV_SET_PREFIX = "set:"
 SEED_LIMIT = 1 << 48  # derived seeds stay well inside every sampler's seed range
-TOKEN_PREFIX = "@instruct-batch-input/"  # stands for an input image until a worker has placed it
 
 
-class ManifestError(Exception):
+class ManifestError(InputError):
     """The manifest (or the rows as prompts) cannot run; ``problems`` lists every one, row by row."""
 
     def __init__(self, source: str, problems: list[str]) -> None:
@@ -57,16 +56,22 @@ class Row:
     steps: Optional[int] = None
     text_cfg: Optional[float] = None
     image_cfg: Optional[float] = None
-    sets: dict[str, Any] = field(default_factory=dict)
+    settings: tuple[Setting, ...] = ()
 
-
-@dataclass
-class Job:
-    """A row ready for any backend: its API prompt and the input files the prompt names."""
-
-    row: Row
-    prompt: dict
-    files: dict[str, Path]  # token standing in the prompt for an input image -> the file on this machine
+    def overrides(self) -> Overrides:
+        """What this row changes in the workflow (applied over the command line's overrides)."""
+        return Overrides(
+            image=self.image,
+            reference=self.reference,
+            instruction=self.instruction,
+            prompt=self.prompt,
+            negative=self.negative,
+            seed=self.seed,
+            steps=self.steps,
+            text_cfg=self.text_cfg,
+            image_cfg=self.image_cfg,
+            settings=self.settings,
+        )
 
 
 def derive_seed(base: int, row_number: int) -> int:
@@ -78,16 +83,6 @@ def derive_seed(base: int, row_number: int) -> int:
 
 def default_output(row_number: int, image: str) -> str:
     return f"{row_number:05d}_{Path(image).stem or 'image'}.png"
-
-
-def fill_tokens(prompt: dict, names: dict[str, str]) -> dict:
-    """The prompt with each input-image token replaced by the worker's name for that image."""
-    out = copy.deepcopy(prompt)
-    for node in out.values():
-        for key, value in node.get("inputs", {}).items():
-            if isinstance(value, str) and value in names:
-                node["inputs"][key] = names[value]
-    return out
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -130,7 +125,7 @@ def _from_csv(record: dict) -> dict:
         if value is None or value == "":
             continue
         if key.startswith(CSV_SET_PREFIX):
-            sets[key[len(CSV_SET_PREFIX) :]] = value  # plain text; the runner parses it like --set
+            sets[key[len(CSV_SET_PREFIX) :]] = value  # text, typed by the input it sets
         else:
             out[key.strip()] = value
     if sets:
@@ -161,8 +156,9 @@ def _number(value: Any, kind: type, name: str) -> Any:
     return kind(value)
 
 
-def check_row(number: int, record: Any, base_dir: Path, base_seed: int) -> tuple[Optional[Row], list[str]]:
-    """The row, or the list of what is wrong with it (each message names the row and the fix)."""
+def check_row(number: int, record: Any, base_dir: Path, base_seed: int, text_cells: bool = False) -> tuple[Optional[Row], list[str]]:
+    """The row, or the list of what is wrong with it (each message names the row and the fix). With
+    ``text_cells`` (a CSV row) the ``set`` values are text that the input they set will type."""
     where = f"row {number}"
     if isinstance(record, _Unreadable):
         return None, [f"{where}: {record.why}"]
@@ -210,10 +206,13 @@ def check_row(number: int, record: Any, base_dir: Path, base_seed: int) -> tuple
     if not isinstance(sets, dict):
         problems.append(f"{where}: 'set' must be an object of \"NODE.INPUT\": value, not {type(sets).__name__}")
         sets = {}
-    for target in sets:
-        node, dot, name = str(target).rpartition(".")
-        if not dot or not node or not name:
-            problems.append(f"{where}: set {target!r}: use NODE.INPUT (a node id or title, a dot, the input name)")
+    settings = []
+    for target, value in sets.items():
+        origin = f"column set:{target}" if text_cells else f"set {target!r}"
+        try:
+            settings.append(Setting.of_target(str(target), value, origin, text=text_cells))
+        except InputError as exc:
+            problems.append(f"{where}: {exc}")
     output = record.get("output")
     if output is None:
         output = default_output(number, str(record.get("image", "")))
@@ -224,7 +223,8 @@ def check_row(number: int, record: Any, base_dir: Path, base_seed: int) -> tuple
     if problems:
         return None, problems
     seed = values.pop("seed", None)
-    row = Row(number=number, output=output, seed=derive_seed(base_seed, number) if seed is None else seed, sets=dict(sets), **values)
+    seed = derive_seed(base_seed, number) if seed is None else seed
+    row = Row(number=number, output=output, seed=seed, settings=tuple(settings), **values)
     return row, []
 
 
@@ -238,8 +238,9 @@ def load_manifest(path: Path, base_seed: int = 0) -> list[Row]:
     if not records:
         raise ManifestError(str(path), ["the manifest has no rows (JSON Lines: one object per line; CSV: a header and rows)"])
     rows, problems = [], []
+    text_cells = path.suffix.lower() == ".csv"
     for number, record in records:
-        row, row_problems = check_row(number, record, path.parent, base_seed)
+        row, row_problems = check_row(number, record, path.parent, base_seed, text_cells)
         problems += row_problems
         if row is not None:
             rows.append(row)
@@ -252,49 +253,3 @@ def load_manifest(path: Path, base_seed: int = 0) -> list[Row]:
     if problems:
         raise ManifestError(str(path), problems)
     return rows
-
-
-# ---- rows as prompts ----------------------------------------------------------------------------
-
-
-def row_options(base: argparse.Namespace, row: Row) -> argparse.Namespace:
-    """The single-run options for this row: the command line's, with the row's values on top."""
-    opts = copy.copy(base)
-    opts.image = str(row.image)
-    opts.reference = str(row.reference) if row.reference else getattr(base, "reference", None)
-    for name in (*TEXT_FIELDS, "steps", "text_cfg", "image_cfg"):
-        value = getattr(row, name)
-        if value is not None:
-            setattr(opts, name, value)
-    opts.seed = row.seed
-    opts.set = list(getattr(base, "set", None) or []) + [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in row.sets.items()]
-    return opts
-
-
-def build_jobs(
-    api: dict,
-    rows: list[Row],
-    base: argparse.Namespace,
-    apply_overrides: Callable[[dict, argparse.Namespace, Callable[[str], str]], dict],
-    error_type: type = Exception,
-    source: str = "manifest",
-) -> list[Job]:
-    """Every row's API prompt, made by the runner's ``apply_overrides``; every row's refusal listed."""
-    jobs, problems = [], []
-    for row in rows:
-        files: dict[str, Path] = {}
-
-        def place(path: str, files: dict[str, Path] = files) -> str:  # placed later, by the worker
-            token = f"{TOKEN_PREFIX}{row.number}/{len(files)}"
-            files[token] = Path(path)
-            return token
-
-        try:
-            prompt = apply_overrides(api, row_options(base, row), place)
-        except error_type as exc:
-            problems.append(f"row {row.number}: {exc}")
-            continue
-        jobs.append(Job(row=row, prompt=prompt, files=files))
-    if problems:
-        raise ManifestError(source, problems)
-    return jobs
