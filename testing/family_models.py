@@ -703,3 +703,69 @@ def published_config(family: str, variant: Optional[str] = None):
     import comfy.model_detection
 
     return comfy.model_detection.model_config_from_unet(published_state_dict(family, variant), "")
+
+
+# ---- ControlNets --------------------------------------------------------------------------------
+
+#: The kinds of tiny ControlNet per family, the first the default. ComfyUI 0.8 has ControlNet classes for two
+#: of the edit families' architectures: Flux.1 (``comfy.ldm.flux.controlnet.ControlNetFlux``: InstantX/Shakker
+#: Union files take the hint as VAE latents, XLabs files as pixels) and Qwen-Image
+#: (``comfy.ldm.qwen_image.controlnet.QwenImageControlNetModel``: InstantX files, hint as Wan 2.1 latents).
+#: Flux.2, OmniGen2 and HiDream have none (and Qwen-Image's DiffSynth block-wise ControlNet is a MODEL_PATCH,
+#: applied by core ``QwenImageDiffsynthControlnet``, not a CONTROL_NET).
+CONTROLNET_KINDS = {"flux_kontext": ("instantx", "xlabs"), "qwen_image_edit": ("instantx",)}
+
+
+def tiny_controlnet(family: str, seed: int = SEED, kind: Optional[str] = None):
+    """A CONTROL_NET (``comfy.controlnet.ControlNet``) for the family's tiny model, built and wrapped the way
+    ComfyUI's loader builds and wraps a ControlNet file of that kind, with the tiny model's unet_config (the
+    loaders pass the config detected from the file; detection fixes the full widths, as for the models).
+
+    - ``flux_kontext``, ``kind="instantx"`` (``load_controlnet_flux_instantx``): ``ControlNetFlux(latent_input=True,
+      control_latent_channels=16)`` (``pos_embed_input`` 64 → 64); ``ControlNet(compression_ratio=1,
+      latent_format=Flux(), extra_conds=["y", "guidance"])``: the hint image is VAE-encoded, so apply it with
+      the family's VAE (``vae=``).
+    - ``flux_kontext``, ``kind="xlabs"`` (``load_controlnet_flux_xlabs_mistoline``): ``ControlNetFlux()`` with its
+      pixel hint encoder (three stride-2 convs to /8); ``ControlNet(extra_conds=["y", "guidance"])``, no VAE.
+    - ``qwen_image_edit`` (``load_controlnet_qwen_instantx``): ``QwenImageControlNetModel(extra_condition_channels=0)``
+      (``controlnet_x_embedder`` 64 → 32); ``ControlNet(compression_ratio=1, latent_format=Wan21(), extra_conds=[])``:
+      apply it with the family's VAE.
+
+    Every block of the tiny model (one double and, for Flux, one single block) gets a control block, hidden
+    width that of the model (Flux 64, Qwen-Image 2 x 16); ComfyUI repeats their outputs to the full model's 19/38
+    (Flux) or 60 (Qwen-Image) blocks, of which the tiny model reads the first. Weights are seeded per tensor name
+    as the models' are (names the ControlNet shares with the model get the model's values, as a ControlNet
+    initialised from its base model); the control blocks are not zero, so the control acts."""
+    spec(family)
+    kinds = CONTROLNET_KINDS.get(family)
+    if kinds is None:
+        raise ValueError(f"ComfyUI 0.8 has no ControlNet class for {family}; tiny ControlNets: {sorted(CONTROLNET_KINDS)}")
+    kind = kind or kinds[0]
+    if kind not in kinds:
+        raise ValueError(f"{family} ControlNet kinds: {kinds}, not {kind!r}")
+    import comfy.controlnet
+    import comfy.latent_formats
+    import comfy.ops
+
+    dtype, cpu = torch.float32, torch.device("cpu")
+    config = model_config(family).unet_config
+    # What controlnet_config() picks for an fp32 file on a CPU; load and offload device as tiny_model's.
+    operations = comfy.ops.pick_operations(dtype, None, disable_fast_fp8=True)
+    if family == "flux_kontext":
+        import comfy.ldm.flux.controlnet
+
+        latent = kind == "instantx"
+        extra = dict(latent_input=True, num_union_modes=0, control_latent_channels=spec(family).latent_channels) if latent else {}
+        module = comfy.ldm.flux.controlnet.ControlNetFlux(**extra, operations=operations, device=cpu, dtype=dtype, **config)
+        wrap = dict(compression_ratio=1, latent_format=comfy.latent_formats.Flux()) if latent else {}
+        extra_conds = ["y", "guidance"]
+    else:
+        import comfy.ldm.qwen_image.controlnet
+
+        module = comfy.ldm.qwen_image.controlnet.QwenImageControlNetModel(
+            extra_condition_channels=0, operations=operations, device=cpu, dtype=dtype, **config
+        )
+        wrap = dict(compression_ratio=1, latent_format=comfy.latent_formats.Wan21())
+        extra_conds = []
+    fill_module(module, seed)
+    return comfy.controlnet.ControlNet(module, load_device=cpu, manual_cast_dtype=None, concat_mask=False, extra_conds=extra_conds, **wrap)

@@ -541,8 +541,9 @@ def test_four_branch_image_scale_is_the_apply_nodes_and_a_set_sampler_image_cfg_
     torch.testing.assert_close(at_three, at_one, rtol=0, atol=0)  # the sampler's image_cfg has no branch here
     warnings = [m for m in log_capture.messages() if "scales that are not used" in m]
     assert len(warnings) == 1
-    assert "InstructKSampler's image_cfg=3.0: the image scale of IPAdapter-Instruct's 4-branch guidance is Apply's image_cfg (1.5)" in (
-        warnings[0]
+    assert (
+        "InstructKSampler's image_cfg=3.0: the image scale of IPAdapter-Instruct's 4-branch guidance is Apply's image_cfg (1.5)"
+        in (warnings[0])
     )
     other = run_sampler(comfy, apply_node(env, task="object", instruct_cfg=4.0, image_cfg=2.5), env.pos, env.neg, image_cfg=1.0)
     assert not torch.allclose(other, at_one, atol=1e-5)  # Apply's image_cfg is the one that acts

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import workflow_format as wf
+from headless.prompts import formats as wf
 from test_workflows import substitute
 
 LEGACY = Path(__file__).resolve().parent / "data" / "workflows_0.1.0"
