@@ -358,6 +358,234 @@ def instruct_merge() -> Graph:
     return g
 
 
+# ---- the other edit families: Load Diffusion Model, the model into the conditioner ----------------------------
+
+FAMILY_NOTE = (
+    "Instruction editing with {family} and the pack's samplers. The model is connected to Instruct Image Conditioning, "
+    "which attaches the image the way {family} reads it and keeps it on its own pixel grid (size_mode 'pad': nothing "
+    "cropped or resampled; Instruct Region Composite cuts the pad off, so input and output line up pixel for pixel). "
+    "Paint a region on the Input image (MaskEditor) and connect it to the sampler's region_mask and the composite's mask "
+    "to edit only there.\n"
+)
+
+
+def family_edit(
+    g: Graph, unet: str, vae: str, text, settings: dict, model_patch=None, guider: bool = False, resolution: str = "keep"
+) -> None:
+    """Load Diffusion Model (+ model patches) → the family's text → Instruct Image Conditioning (with the model) →
+    Instruct KSampler (or Instruct Guider + SamplerCustomAdvanced) → VAE Decode → Instruct Region Composite → Save.
+
+    ``text(g, model)`` adds the text encoding and returns (positive, negative) refs."""
+    loader = g.add("UNETLoader", column=0, row=0, unet_name=unet, weight_dtype="default")
+    model = model_patch(loader.out(0)) if model_patch else loader.out(0)
+    vae_loader = g.add("VAELoader", column=0, row=3, vae_name=vae)
+    img = g.add("LoadImage", ROLE_IMAGE, 0, 4, image="example.png")
+    pos, neg = text(img)
+    cond = g.add(
+        "InstructImageConditioning",
+        column=2,
+        row=0,
+        positive=pos,
+        negative=neg,
+        vae=vae_loader.out(0),
+        image=img.out(0),
+        size_mode="pad",
+        latent_output="empty",
+        model=model,
+        resolution=resolution,
+    )
+    if guider:
+        guide = g.add(
+            "InstructGuider",
+            column=3,
+            row=0,
+            model=model,
+            positive=cond.out(0),
+            negative=cond.out(1),
+            text_cfg=settings["text_cfg"],
+            image_cfg=settings["image_cfg"],
+        )
+        noise = g.add("RandomNoise", column=3, row=1, noise_seed=1371)
+        sampler = g.add("KSamplerSelect", column=3, row=2, sampler_name=settings["sampler"])
+        sigmas = g.add("Flux2Scheduler", column=3, row=3, steps=settings["steps"], width=1024, height=1024)
+        sampled = g.add(
+            "SamplerCustomAdvanced",
+            column=4,
+            row=1,
+            noise=noise.out(0),
+            guider=guide.out(0),
+            sampler=sampler.out(0),
+            sigmas=sigmas.out(0),
+            latent_image=cond.out(2),
+        ).out(0)
+        column = 5
+    else:
+        ks = instruct_ksampler(
+            g,
+            3,
+            model,
+            cond.out(0),
+            cond.out(1),
+            cond.out(2),
+            steps=settings["steps"],
+            text_cfg=settings["text_cfg"],
+            image_cfg=settings["image_cfg"],
+            sampler=settings["sampler"],
+            scheduler=settings["scheduler"],
+        )
+        sampled, column = ks.out(0), 4
+    dec = g.add("VAEDecode", column=column, row=0, samples=sampled, vae=vae_loader.out(0))
+    comp = g.add(
+        "InstructRegionComposite",
+        column=column,
+        row=1,
+        edited=dec.out(0),
+        original=img.out(0),
+        feather=16,
+        size_mode="pad",
+        resolution=resolution,
+    )
+    g.add("SaveImage", ROLE_SAVE, column + 1, 0, images=comp.out(0), filename_prefix=f"instruct/{g.name}")
+
+
+def clip_text(g: Graph, clip_ref, instruction: str, negative: str, guidance: float | None = None):
+    pos = g.add("CLIPTextEncode", ROLE_INSTRUCTION, 1, 0, clip=clip_ref, text=instruction)
+    neg = g.add("CLIPTextEncode", ROLE_NEGATIVE, 1, 1, clip=clip_ref, text=negative)
+    p = pos.out(0)
+    if guidance is not None:
+        p = g.add("FluxGuidance", column=1, row=2, conditioning=p, guidance=guidance).out(0)
+    return p, neg.out(0)
+
+
+def qwen_image_edit_2511() -> Graph:
+    g = Graph(
+        "instruct_edit_qwen_image_edit_2511",
+        "Qwen-Image-Edit 2511 with image guidance and a pixel-exact result",
+        FAMILY_NOTE.format(family="Qwen-Image-Edit")
+        + "Settings from ComfyUI's 2511 template: 40 steps, cfg (text_cfg) 4, euler / simple, ModelSamplingAuraFlow 3.1, "
+        "CFGNorm 1 (here it acts on the whole guidance). Instruct Text Encode (Qwen-Image-Edit) puts the image in the "
+        "prompt's tokens, as core's encoder does, and also encodes the negative without it: image_cfg 1.0 samples the "
+        "template's CFG; raise it (1.2-1.5) to keep more of the input, its unconditional branch then sees no image at "
+        "all. Lightning LoRA (4 steps): text_cfg 1, image_cfg 1.",
+    )
+
+    def patch(model):
+        shift = g.add("ModelSamplingAuraFlow", column=1, row=3, model=model, shift=3.1)
+        return g.add("CFGNorm", column=1, row=4, model=shift.out(0), strength=1.0).out(0)
+
+    def text(img):
+        clip = g.add("CLIPLoader", column=0, row=1, clip_name="qwen_2.5_vl_7b_fp8_scaled.safetensors", type="qwen_image")
+        enc = g.add(
+            "InstructTextEncodeQwenImageEdit",
+            ROLE_INSTRUCTION,
+            1,
+            0,
+            clip=clip.out(0),
+            prompt="make it a snowy winter day",
+            negative_prompt=" ",
+            image=img.out(0),
+        )
+        return enc.out(0), enc.out(1)
+
+    settings = dict(steps=40, text_cfg=4.0, image_cfg=1.0, sampler="euler", scheduler="simple")
+    family_edit(g, "qwen_image_edit_2511_bf16.safetensors", "qwen_image_vae.safetensors", text, settings, model_patch=patch)
+    return g
+
+
+def flux_kontext() -> Graph:
+    g = Graph(
+        "instruct_edit_flux_kontext",
+        "Flux.1 Kontext [dev]: one pass a step, on the image's own grid",
+        FAMILY_NOTE.format(family="Flux Kontext")
+        + "Kontext is guidance-distilled: FluxGuidance 2.5 sets its strength (ComfyUI's template; diffusers uses 3.5), "
+        "text_cfg = image_cfg = 1 is one model pass a step (the same as core BasicGuider). image_cfg 1.2-1.5 adds image "
+        "guidance (three passes: the unconditional one without the reference). 20 steps, euler / simple. For Kontext's "
+        "preferred sizes set resolution 'kontext' on the conditioner and the composite (the composite scales back).",
+    )
+
+    def text(img):
+        clip = g.add(
+            "DualCLIPLoader",
+            column=0,
+            row=1,
+            clip_name1="clip_l.safetensors",
+            clip_name2="t5xxl_fp8_e4m3fn_scaled.safetensors",
+            type="flux",
+        )
+        return clip_text(g, clip.out(0), "make it a snowy winter day", "", guidance=2.5)
+
+    settings = dict(steps=20, text_cfg=1.0, image_cfg=1.0, sampler="euler", scheduler="simple")
+    family_edit(g, "flux1-dev-kontext_fp8_scaled.safetensors", "ae.safetensors", text, settings)
+    return g
+
+
+def flux2() -> Graph:
+    g = Graph(
+        "instruct_edit_flux2",
+        "Flux.2 [dev]: edit with Instruct Guider and Flux2Scheduler",
+        FAMILY_NOTE.format(family="Flux.2")
+        + "As ComfyUI's template: FluxGuidance 4, 20 steps, euler, Flux2Scheduler (its width/height: the image's size), "
+        "one pass a step at text_cfg = image_cfg = 1. Flux.2's latent cell is 16 pixels (its grid: 16). More reference "
+        "images: chain core ReferenceLatent after the conditioner.",
+    )
+
+    def text(img):
+        clip = g.add("CLIPLoader", column=0, row=1, clip_name="mistral_3_small_flux2_fp8.safetensors", type="flux2")
+        return clip_text(g, clip.out(0), "make it a snowy winter day", "", guidance=4.0)
+
+    settings = dict(steps=20, text_cfg=1.0, image_cfg=1.0, sampler="euler", scheduler="simple")
+    family_edit(g, "flux2_dev_fp8mixed.safetensors", "flux2-vae.safetensors", text, settings, guider=True)
+    return g
+
+
+def omnigen2() -> Graph:
+    g = Graph(
+        "instruct_edit_omnigen2",
+        "OmniGen2: text and image guidance, exactly as core DualCFGGuider",
+        FAMILY_NOTE.format(family="OmniGen2")
+        + "ComfyUI's template samples DualCFGGuider 5 / 2 with the negative without the reference: the same three "
+        "branches, so text_cfg 5, image_cfg 2 here give the same image (tested bit for bit). 20 steps, euler / simple.",
+    )
+
+    def text(img):
+        clip = g.add("CLIPLoader", column=0, row=1, clip_name="qwen_2.5_vl_fp16.safetensors", type="omnigen2")
+        return clip_text(g, clip.out(0), "make it a snowy winter day", "blurry, low quality")
+
+    settings = dict(steps=20, text_cfg=5.0, image_cfg=2.0, sampler="euler", scheduler="simple")
+    family_edit(g, "omnigen2_fp16.safetensors", "ae.safetensors", text, settings)
+    return g
+
+
+def hidream_e1_1() -> Graph:
+    g = Graph(
+        "instruct_edit_hidream_e1_1",
+        "HiDream-E1.1: dual guidance with CFGNorm",
+        FAMILY_NOTE.format(family="HiDream-E1.1")
+        + "As ComfyUI's E1.1 template: text_cfg 3, image_cfg 1.5, CFGNorm 1, 20 steps, euler / simple (E1: 5 / 2, 28 "
+        "steps, normal, near 768x768). HiDream reads the image beside the noise along the width, so its unconditional "
+        "branch is the shorter sequence without it.",
+    )
+
+    def patch(model):
+        return g.add("CFGNorm", column=1, row=3, model=model, strength=1.0).out(0)
+
+    def text(img):
+        clip = g.add(
+            "QuadrupleCLIPLoader",
+            column=0,
+            row=1,
+            clip_name1="clip_l_hidream.safetensors",
+            clip_name2="clip_g_hidream.safetensors",
+            clip_name3="t5xxl_fp8_e4m3fn_scaled.safetensors",
+            clip_name4="llama_3.1_8b_instruct_fp8_scaled.safetensors",
+        )
+        return clip_text(g, clip.out(0), "make it a snowy winter day", "low quality, blurry, distorted")
+
+    settings = dict(steps=20, text_cfg=3.0, image_cfg=1.5, sampler="euler", scheduler="simple")
+    family_edit(g, "hidream_e1_1_bf16.safetensors", "ae.safetensors", text, settings, model_patch=patch)
+    return g
+
+
 GRAPHS = [
     instruct_edit_sd15,
     instruct_edit_sdxl,
@@ -369,4 +597,9 @@ GRAPHS = [
     instruct_edit_mask,
     instruct_edit_region,
     instruct_merge,
+    qwen_image_edit_2511,
+    flux_kontext,
+    flux2,
+    omnigen2,
+    hidream_e1_1,
 ]

@@ -210,3 +210,91 @@ class InstructTestFloatFromText:
 
 
 NODE_CLASS_MAPPINGS["InstructTestFloatFromText"] = InstructTestFloatFromText
+
+
+# ---- the edit families: tiny models of ComfyUI's own classes standing in for the published files -----------
+
+FAMILY_KINDS = ["flux_kontext", "flux2", "qwen_image_edit", "omnigen2", "hidream_e1"]
+
+
+class InstructTestTinyFamilyModel:
+    """A tiny random-weight edit model of ComfyUI's own class for a family (``family_models.tiny_model``):
+    stands in for UNETLoader (Load Diffusion Model) with the published file."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"family": (FAMILY_KINDS,)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+    CATEGORY = "_for_testing"
+
+    def load(self, family):
+        import family_models
+
+        return (family_models.tiny_model(family),)
+
+
+class InstructTestTinyFamilyVAE:
+    """The family's tiny VAE, loaded from its file as VAELoader would load the published one."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"family": (FAMILY_KINDS,)}}
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = "_for_testing"
+
+    def load(self, family):
+        import folder_paths
+
+        import family_models
+
+        from pathlib import Path
+
+        return (family_models.tiny_vae(family, Path(folder_paths.get_folder_paths("vae")[0]).parent),)
+
+
+class InstructTestTinyQwenCLIP:
+    """A small Qwen2.5-VL text encoder of ComfyUI's own classes, with its real tokenizer: stands in for CLIPLoader
+    (type qwen_image), so the text encode nodes of a Qwen-Image-Edit graph run for real."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "_for_testing"
+
+    def load(self):
+        import family_models
+
+        return (family_models.tiny_qwen_edit_clip(),)
+
+
+class InstructTestFamilyText:
+    """Conditioning shaped as the family's text encoder gives it, seeded by the text (the large text encoders of
+    these families have fixed widths in ComfyUI): stands in for CLIPTextEncode."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"family": (FAMILY_KINDS,), "text": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "_for_testing"
+
+    def encode(self, family, text):
+        import zlib
+
+        import family_models
+
+        return (family_models.text_conditioning(family, seed=zlib.crc32(text.encode())),)
+
+
+NODE_CLASS_MAPPINGS["InstructTestTinyFamilyModel"] = InstructTestTinyFamilyModel
+NODE_CLASS_MAPPINGS["InstructTestTinyFamilyVAE"] = InstructTestTinyFamilyVAE
+NODE_CLASS_MAPPINGS["InstructTestTinyQwenCLIP"] = InstructTestTinyQwenCLIP
+NODE_CLASS_MAPPINGS["InstructTestFamilyText"] = InstructTestFamilyText

@@ -9,13 +9,25 @@ from pathlib import Path
 
 import pytest
 
+import family_workflows
 from instruct_harness import PACK_DIR
 
 from headless.prompts import formats as wf
 
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 NAMES = [p.stem for p in WORKFLOWS]
-MODEL_INPUTS = {"model_name", "ckpt_name", "lora_name", "control_net_name", "ipadapter_file", "clip_name", "image"}
+MODEL_INPUTS = {
+    "model_name",
+    "ckpt_name",
+    "lora_name",
+    "control_net_name",
+    "ipadapter_file",
+    "clip_name",
+    "image",
+    "unet_name",
+    "vae_name",
+    *(f"clip_name{i}" for i in range(1, 5)),
+}
 
 
 def load(name: str, api: bool = False) -> dict:
@@ -68,7 +80,7 @@ def substitute(api: dict, image: str, full: bool) -> dict:
     (the adapter needs its 16-layer layout; loading the checkpoint file is not what they test), and the
     2-layer CLIP vision stand-in: a full-size random ViT-H file (1.3 GB, 2.5 GB in memory) would test only
     core's CLIPVisionLoader."""
-    api = copy.deepcopy(api)
+    api = family_workflows.substitute_family(copy.deepcopy(api))
     names = {
         ("InstructUNetLoader", "model_name"): "checkpoints/tiny-ip2p-sd15.safetensors",
         ("ControlNetLoader", "control_net_name"): "tiny-controlnet-sd15.safetensors",
