@@ -27,7 +27,9 @@ from . import formats, titles
 
 SEED_INPUTS = ("seed", "noise_seed")
 SAMPLER_TYPES = ("InstructKSampler", "InstructGuider")
-MODEL_LOADERS = {"InstructUNetLoader": "model_name", "CheckpointLoaderSimple": "ckpt_name"}
+MODEL_LOADERS = {"InstructUNetLoader": "model_name", "CheckpointLoaderSimple": "ckpt_name", "UNETLoader": "unet_name"}
+#: Text nodes that encode the instruction and the negative in one node: (instruction input, negative input).
+PAIRED_TEXT = {"InstructTextEncodeQwenImageEdit": ("prompt", "negative_prompt")}
 
 Schema = Callable[[str], dict]
 #: Makes an input image loadable where the prompt runs and returns the name LoadImage takes.
@@ -208,8 +210,15 @@ def apply_overrides(api: dict, overrides: Overrides, place_image: PlaceImage, sc
     text values; skipped without it)."""
     api = copy.deepcopy(api)
     adapters = [n for n in api.values() if n["class_type"] == "IPAdapterInstructApply"]
+    paired = [n for n in api.values() if n["class_type"] in PAIRED_TEXT]
     if overrides.instruction is not None:
-        _set_titled(api, titles.INSTRUCTION, "text", overrides.instruction)
+        for node in paired:  # titled Instruction: its instruction input is not 'text'
+            node["inputs"][PAIRED_TEXT[node["class_type"]][0]] = overrides.instruction
+        plain = [i for i in _by_title(api, titles.INSTRUCTION) if api[i]["class_type"] not in PAIRED_TEXT]
+        if not plain and not paired:
+            raise InputError(f"the workflow has no node titled '{titles.INSTRUCTION}' to take this option")
+        for node_id in plain:
+            api[node_id]["inputs"]["text"] = overrides.instruction
         if not _by_title(api, titles.PROMPT):
             for node in adapters:  # the adapter reads the same text as the generation
                 node["inputs"]["prompt"] = overrides.instruction
@@ -218,7 +227,9 @@ def apply_overrides(api: dict, overrides: Overrides, place_image: PlaceImage, sc
         for node in adapters:
             node["inputs"]["prompt"] = overrides.prompt
     if overrides.negative is not None:
-        _set_titled(api, titles.NEGATIVE, "text", overrides.negative)
+        for node in paired:
+            node["inputs"][PAIRED_TEXT[node["class_type"]][1]] = overrides.negative
+        _set_titled(api, titles.NEGATIVE, "text", overrides.negative, required=not paired)
         for node in adapters:
             node["inputs"]["negative_prompt"] = overrides.negative
     for path, title in ((overrides.image, titles.IMAGE), (overrides.reference, titles.REFERENCE)):
