@@ -436,3 +436,58 @@ def test_qwen_text_encode_gives_the_negative_without_the_image_for_the_unconditi
     mine = run_guider(comfy, instruct_guider(comfy, e, cpos, cneg), latent["samples"])
     core = run_guider(comfy, core_dual(comfy, e, cpos, cneg, uncond), latent["samples"])
     assert torch.equal(mine, core)
+
+
+@pytest.mark.parametrize("env", ["flux_kontext", "qwen_image_edit"], indirect=True)
+def test_a_reference_method_set_by_core_rides_in_the_image_branches_only(comfy, env):
+    """FluxKontextMultiReferenceLatentMethod (e.g. Qwen-Image-Edit 2511's index_timestep_zero on a 2509 file, or
+    Kontext's 'index' for several references): kept on full and image-only, dropped with the references from the
+    unconditional branch; equal to core DualCFGGuider wired the same way."""
+    from comfy_extras.nodes_flux import FluxKontextMultiReferenceLatentMethod as Method
+
+    pos, neg, latent = condition(comfy, env)
+    method = "index_timestep_zero" if env.family == "qwen_image_edit" else "uxo"
+    pos, neg = (Method.execute(conditioning=c, reference_latents_method=method).result[0] for c in (pos, neg))
+    guider = instruct_guider(comfy, env, pos, neg)
+    conds = guider.original_conds
+    assert conds["positive"][0]["reference_latents_method"] == method == conds["image_only"][0]["reference_latents_method"]
+    assert "reference_latents_method" not in conds["negative"][0]
+    default = run_guider(comfy, instruct_guider(comfy, env, *condition(comfy, env)[:2]), latent["samples"])
+    mine = run_guider(comfy, guider, latent["samples"])
+    assert torch.equal(mine, run_guider(comfy, core_dual(comfy, env, pos, neg, env.uncond), latent["samples"]))
+    assert not torch.equal(mine, default)
+
+
+def test_qwen_text_encode_of_core_with_its_vae_feeds_the_pack_sampler(comfy):
+    """Core TextEncodeQwenImageEdit given the VAE attaches its own (about 1 MP) reference; the pack samples it
+    as core's CFGGuider does at image_cfg 1 (the template's two-branch CFG)."""
+    from comfy_extras.nodes_custom_sampler import CFGGuider
+    from comfy_extras.nodes_qwen import TextEncodeQwenImageEdit
+
+    clip = family_models.tiny_qwen_edit_clip()
+    vae = family_models.tiny_vae("qwen_image_edit", comfy.models_dir)
+    model = family_models.tiny_model("qwen_image_edit")
+    image = torch.rand(1, 24, 40, 3, generator=torch.Generator().manual_seed(12))
+    pos = TextEncodeQwenImageEdit.execute(clip=clip, prompt="add snow", vae=vae, image=image).result[0]
+    neg = TextEncodeQwenImageEdit.execute(clip=clip, prompt=" ", vae=vae, image=image).result[0]
+    reference = pos[0][1]["reference_latents"][0]
+    start = torch.zeros_like(reference)
+    e = Env("qwen_image_edit", model, vae, pos, neg, neg, image)
+    mine = run_guider(comfy, instruct_guider(comfy, e, pos, neg, image_cfg=1.0), start)
+    assert torch.equal(mine, run_guider(comfy, CFGGuider.execute(model=model, positive=pos, negative=neg, cfg=TEXT_CFG).result[0], start))
+
+
+@pytest.mark.parametrize("env", ["flux_kontext"], indirect=True)
+def test_windows_and_rescale_work_on_a_family_and_skip_the_passes_outside_their_window(comfy, env):
+    pos, neg, latent = condition(comfy, env)
+    model, calls = counted(env.model)
+    windowed = instruct_guider(comfy, env, pos, neg, model=model, image_cfg_end=0.5, guidance_rescale=0.7)
+    run_guider(comfy, windowed, latent["samples"], steps=4)
+    import comfy.samplers as samplers
+
+    sampling = env.model.get_model_object("model_sampling")
+    sigmas = samplers.calculate_sigmas(sampling, "simple", 4)[:-1]
+    inside = int((sigmas >= sampling.percent_to_sigma(0.5)).sum())
+    branches = [sorted(b for b in c) for c in calls.calls]
+    assert 0 < inside < 4 and branches.count([0]) == inside  # the unconditional pass (its own call) only inside the window
+    assert sum(1 for b in branches if Calls.FULL in b) == 4
