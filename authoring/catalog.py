@@ -4,6 +4,8 @@ runner (``headless.prompts.titles``), with the Note that explains its settings.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from headless.prompts import titles
 
 from .graph import Graph, Node
@@ -369,8 +371,19 @@ FAMILY_NOTE = (
 )
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """A family workflow's sampler settings (ComfyUI's templates sample these families with euler / simple)."""
+
+    text_cfg: float
+    image_cfg: float
+    steps: int = 20
+    sampler: str = "euler"
+    scheduler: str = "simple"
+
+
 def family_edit(
-    g: Graph, unet: str, vae: str, text, settings: dict, model_patch=None, guider: bool = False, resolution: str = "keep"
+    g: Graph, unet: str, vae: str, text, settings: Sampling, model_patch=None, guider: bool = False, resolution: str = "keep"
 ) -> None:
     """Load Diffusion Model (+ model patches) → the family's text → Instruct Image Conditioning (with the model) →
     Instruct KSampler (or Instruct Guider + SamplerCustomAdvanced) → VAE Decode → Instruct Region Composite → Save.
@@ -402,12 +415,12 @@ def family_edit(
             model=model,
             positive=cond.out(0),
             negative=cond.out(1),
-            text_cfg=settings["text_cfg"],
-            image_cfg=settings["image_cfg"],
+            text_cfg=settings.text_cfg,
+            image_cfg=settings.image_cfg,
         )
         noise = g.add("RandomNoise", column=3, row=1, noise_seed=1371)
-        sampler = g.add("KSamplerSelect", column=3, row=2, sampler_name=settings["sampler"])
-        sigmas = g.add("Flux2Scheduler", column=3, row=3, steps=settings["steps"], width=1024, height=1024)
+        sampler = g.add("KSamplerSelect", column=3, row=2, sampler_name=settings.sampler)
+        sigmas = g.add("Flux2Scheduler", column=3, row=3, steps=settings.steps, width=1024, height=1024)
         sampled = g.add(
             "SamplerCustomAdvanced",
             column=4,
@@ -427,11 +440,11 @@ def family_edit(
             cond.out(0),
             cond.out(1),
             cond.out(2),
-            steps=settings["steps"],
-            text_cfg=settings["text_cfg"],
-            image_cfg=settings["image_cfg"],
-            sampler=settings["sampler"],
-            scheduler=settings["scheduler"],
+            steps=settings.steps,
+            text_cfg=settings.text_cfg,
+            image_cfg=settings.image_cfg,
+            sampler=settings.sampler,
+            scheduler=settings.scheduler,
         )
         sampled, column = ks.out(0), 4
     dec = g.add("VAEDecode", column=column, row=0, samples=sampled, vae=vae_loader.out(0))
@@ -487,7 +500,7 @@ def qwen_image_edit_2511() -> Graph:
         )
         return enc.out(0), enc.out(1)
 
-    settings = dict(steps=40, text_cfg=4.0, image_cfg=1.0, sampler="euler", scheduler="simple")
+    settings = Sampling(4.0, 1.0, steps=40)
     family_edit(g, "qwen_image_edit_2511_bf16.safetensors", "qwen_image_vae.safetensors", text, settings, model_patch=patch)
     return g
 
@@ -514,7 +527,7 @@ def flux_kontext() -> Graph:
         )
         return clip_text(g, clip.out(0), "make it a snowy winter day", "", guidance=2.5)
 
-    settings = dict(steps=20, text_cfg=1.0, image_cfg=1.0, sampler="euler", scheduler="simple")
+    settings = Sampling(1.0, 1.0)
     family_edit(g, "flux1-dev-kontext_fp8_scaled.safetensors", "ae.safetensors", text, settings)
     return g
 
@@ -533,7 +546,7 @@ def flux2() -> Graph:
         clip = g.add("CLIPLoader", column=0, row=1, clip_name="mistral_3_small_flux2_fp8.safetensors", type="flux2")
         return clip_text(g, clip.out(0), "make it a snowy winter day", "", guidance=4.0)
 
-    settings = dict(steps=20, text_cfg=1.0, image_cfg=1.0, sampler="euler", scheduler="simple")
+    settings = Sampling(1.0, 1.0)
     family_edit(g, "flux2_dev_fp8mixed.safetensors", "flux2-vae.safetensors", text, settings, guider=True)
     return g
 
@@ -551,7 +564,7 @@ def omnigen2() -> Graph:
         clip = g.add("CLIPLoader", column=0, row=1, clip_name="qwen_2.5_vl_fp16.safetensors", type="omnigen2")
         return clip_text(g, clip.out(0), "make it a snowy winter day", "blurry, low quality")
 
-    settings = dict(steps=20, text_cfg=5.0, image_cfg=2.0, sampler="euler", scheduler="simple")
+    settings = Sampling(5.0, 2.0)
     family_edit(g, "omnigen2_fp16.safetensors", "ae.safetensors", text, settings)
     return g
 
@@ -581,7 +594,7 @@ def hidream_e1_1() -> Graph:
         )
         return clip_text(g, clip.out(0), "make it a snowy winter day", "low quality, blurry, distorted")
 
-    settings = dict(steps=20, text_cfg=3.0, image_cfg=1.5, sampler="euler", scheduler="simple")
+    settings = Sampling(3.0, 1.5)
     family_edit(g, "hidream_e1_1_bf16.safetensors", "ae.safetensors", text, settings, model_patch=patch)
     return g
 
