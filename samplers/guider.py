@@ -199,6 +199,7 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         self.edit_mask: Optional[torch.Tensor] = None
         self._run: Optional[_RegionRun] = None
         self._warned_hooks: set[int] = set()
+        self._constant: Optional[tuple[Chain, frozenset]] = None
 
     @property
     def pixel_factor(self) -> int:
@@ -232,6 +233,16 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         branches = build_branches(self.family, positive, negative, four_branch=self.four_branch, needs_uncond=needs_uncond)
         self.inner_set_conds({_COND_KEYS[name]: conds for name, conds in branches.items()})
 
+    def _step_chain(self, timestep: torch.Tensor) -> tuple[Chain, frozenset]:
+        """The step's guidance and the branches it needs; made once per guider when no window changes them."""
+        if self.schedule.is_constant:
+            if self._constant is None:
+                chain = self._chain(timestep)
+                self._constant = (chain, chain.needed_branches())
+            return self._constant
+        chain = self._chain(timestep)
+        return chain, chain.needed_branches()
+
     def _chain(self, timestep: torch.Tensor) -> Chain:
         if self.schedule.is_constant:
             scales = StepScales(self.schedule.text_cfg, self.schedule.image_cfg)
@@ -246,8 +257,7 @@ class InstructDualCFGGuider(comfy.samplers.CFGGuider):
         return Chain((UNCOND, FULL), (scales.text,))
 
     def predict_noise(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict = {}, seed: Optional[int] = None) -> torch.Tensor:  # noqa: B006 (core's signature)
-        chain = self._chain(timestep)
-        needed = chain.needed_branches()
+        chain, needed = self._step_chain(timestep)
         if model_options.get("disable_cfg1_optimization", False):
             needed = frozenset(self.branches)
         run = self._run

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The GPU tier and the GPU benchmark in one command (issue 14), about 8 minutes on one H100/H200:
-#   scripts/gpu_tier.sh            # tests (python -m pytest -m gpu), then benchmarks/bench_gpu.py
-#   QUICK=1 scripts/gpu_tier.sh    # benchmark as a smoke run (--quick)
-# Logs, errors.jsonl and bench.json go to ${OUT:-benchmarks/out}. Each part runs even when the one
-# before failed; a summary table closes the log. Installs nothing: ComfyUI comes from COMFYUI_PATH
-# (default .gpu/ComfyUI when present), extra wheels from PYTHONPATH.
+# The GPU tier and the GPU benchmarks in one command (issue 14), within 8 minutes (TOTAL_S) on one H100/H200:
+#   scripts/gpu_tier.sh            # tests (python -m pytest -m gpu), benchmarks/bench_gpu.py, then
+#                                  # benchmarks/bench_edit_families.py (full size, bf16, 1024², the families that fit)
+#   QUICK=1 scripts/gpu_tier.sh    # both benchmarks as smoke runs (bench_gpu --quick; families at 512²)
+# Logs, errors.jsonl, bench.json and family_bench.json go to ${OUT:-benchmarks/out}. Each part runs even
+# when the one before failed; a summary table closes the log. Installs nothing: ComfyUI comes from
+# COMFYUI_PATH (default .gpu/ComfyUI when present), extra wheels from PYTHONPATH.
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/out}"
@@ -40,6 +41,21 @@ BENCH=(benchmarks/bench_gpu.py --json "$OUT/bench.json")
 if [ -n "${QUICK:-}" ]; then BENCH+=(--quick); fi
 part bench 200 "$PY" "${BENCH[@]}"
 
+# The family benchmark gets what is left of TOTAL_S and skips, with the reason, a family that would end after
+# it (the families run smallest first): one Euler step a run and one timed run after the warm-up, since a
+# full-size step is all model work, so more steps or runs would add time, not precision.
+TOTAL_S="${TOTAL_S:-480}"
+LEFT=$((TOTAL_S - SECONDS - 20))  # timeout may take 15 s more to kill
+if [ "$LEFT" -ge 60 ]; then
+  FAMILY=(benchmarks/bench_edit_families.py --device cuda --size full --dtype bf16 --steps 1 --repeat 1
+          --budget-s "$((LEFT - 20))" --json "$OUT/family_bench.json")
+  if [ -n "${QUICK:-}" ]; then FAMILY+=(--res 512); else FAMILY+=(--res 1024); fi
+  part families "$LEFT" "$PY" "${FAMILY[@]}"
+else
+  echo "=== families: skipped, ${SECONDS} s of ${TOTAL_S} s spent" | tee -a "$LOG"
+  SUMMARY+=("$(printf '%-12s rc=%-4s %4ss  %s' families skip 0 "only ${LEFT} s left of ${TOTAL_S} s")")
+fi
+
 {
   echo
   echo "=== summary"
@@ -51,5 +67,5 @@ import json,sys
 for l in open(sys.argv[1]):
     r=json.loads(l); print(f\"{r['mode']:8s} {r['dtype']:5s} {r['case']:12s} {r['rel_error']:.4f} / {r['tolerance']}\")" "$OUT/errors.jsonl"
   fi
-  grep -h '^target ' "$OUT/bench.log" 2>/dev/null || true
+  grep -h '^target ' "$OUT/bench.log" "$OUT/families.log" 2>/dev/null || true
 } 2>&1 | tee -a "$LOG"
