@@ -6,30 +6,20 @@ from __future__ import annotations
 import pytest
 import torch
 
+from instruct_sampling import encode_edit, load_tiny_instruct, with_unet_wrapper
+from instruct_sampling import instruct_ksampler as sample
+
 CKPT = "checkpoints/tiny-ip2p-sd15.safetensors"
 
 
 @pytest.fixture(scope="module")
 def loaded(comfy, tiny):
-    import folder_paths
-
-    loader = comfy.pack("models.instruct_loader")
-    path = folder_paths.get_full_path("checkpoints", "tiny-ip2p-sd15.safetensors")
-    return loader.load_instruct(path)
+    return load_tiny_instruct(comfy)
 
 
 @pytest.fixture(scope="module")
 def conds(comfy, loaded):
-    import nodes
-
-    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(5))
-    pos = nodes.CLIPTextEncode().encode(loaded.clip, "make it winter")[0]
-    neg = nodes.CLIPTextEncode().encode(loaded.clip, "")[0]
-    cond_node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-    out = cond_node.execute(
-        positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)"
-    ).result
-    return {"pos": out[0], "neg": out[1], "latent": out[2], "raw_neg": neg, "raw_pos": pos, "image": image}
+    return encode_edit(comfy, loaded.clip, loaded.vae, "make it winter")
 
 
 class CallRecorder:
@@ -56,30 +46,9 @@ class CallRecorder:
         return apply_model(args["input"], args["timestep"], **c)
 
 
-def sample(comfy, model, pos, neg, latent, text_cfg=7.5, image_cfg=1.5, steps=2, seed=3, sampler="euler", **extra):
-    node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
-    out = node.execute(
-        model=model,
-        seed=seed,
-        steps=steps,
-        text_cfg=text_cfg,
-        image_cfg=image_cfg,
-        sampler_name=sampler,
-        scheduler="normal",
-        positive=pos,
-        negative=neg,
-        latent_image=latent,
-        denoise=1.0,
-        **extra,
-    ).result[0]
-    return out["samples"]
-
-
 def recorded(model):
-    m = model.clone()
     rec = CallRecorder()
-    m.set_model_unet_function_wrapper(rec)
-    return m, rec
+    return with_unet_wrapper(model, rec), rec
 
 
 def test_same_image_as_core_dual_cfg_guider_wired_equivalently(comfy, tiny):

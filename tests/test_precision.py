@@ -450,10 +450,11 @@ def test_region_blend_with_a_half_latent_keeps_the_input_latent_outside(comfy, t
 
 
 # ---- IPAdapter-Instruct: simple and 4-branch, plain and instruct models, one and two reference images --------
-# (last in the file: its full-size model stays loaded to the end)
-# The adapter needs SD1.5's real 16-layer layout, so these run the full-size (random) UNet, one step at 64×64.
-# Its weights are stored once, in fp16 (the generated weights are fp16 values, so every mode computes from
-# the same numbers as with fp32 storage); ModelComputeDtype makes every layer compute in the mode's dtype.
+# (last in the file: its model stays loaded to the end)
+# The adapter needs SD1.5's 16-layer layout: these run it at a tenth of the width (``NarrowSD15``, the adapter's
+# layer widths read from its own file), one step at 64×64. Its weights are stored once, in fp16 (the generated
+# weights are fp16 values, so every mode computes from the same numbers as with fp32 storage); ModelComputeDtype
+# makes every layer compute in the mode's dtype. The bound (K·u, above) does not depend on the width.
 
 IP_CASES = {
     "plain_simple_1": ("plain", "style", 1),
@@ -465,13 +466,13 @@ IP_CASES = {
 
 
 @pytest.fixture(scope="module")
-def ip_env(comfy, full):
+def ip_env(comfy, narrow):
     import nodes
 
     import instruct_tiny_models as factory
 
-    clip, vae = full.clip(), full.vae()  # the plain and instruct models' CLIP and VAE are the same seeded ones
-    adapter = comfy.pack("models.ipadapter_apply").load_adapter(str(full["adapter_bin"]))
+    clip, vae = narrow.clip(), narrow.vae()  # the plain and instruct models' CLIP and VAE are the same seeded ones
+    adapter = comfy.pack("models.ipadapter_apply").load_adapter(str(narrow["adapter_bin"]))
     images = torch.rand(2, 96, 80, 3, generator=torch.Generator().manual_seed(3))
     pos = nodes.CLIPTextEncode().encode(clip, "a cat in a garden")[0]
     neg = nodes.CLIPTextEncode().encode(clip, "blurry")[0]
@@ -488,8 +489,8 @@ def ip_env(comfy, full):
         .result
     )
     return types.SimpleNamespace(
-        # "plain" or "instruct", stored in fp16: the full fixture keeps one full-size model alive at a time
-        model=lambda kind: full.model(kind, "fp16"),
+        # "plain" or "instruct", stored in fp16: the fixture's cache keeps one model alive at a time
+        model=lambda kind: narrow.model(kind, "fp16"),
         clip=clip,
         adapter=adapter,
         vision=factory.tiny_clip_vision(),

@@ -7,32 +7,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from instruct_sampling import encode_edit, instruct_ksampler, load_tiny_instruct, with_unet_wrapper
+
 CKPT = "checkpoints/tiny-ip2p-sd15.safetensors"
 FULL, IMAGE_ONLY = 2, 1  # indices of the branches in the guider's calc_cond_batch call
 
 
 @pytest.fixture(scope="module")
 def loaded(comfy, tiny):
-    import folder_paths
-
-    path = folder_paths.get_full_path("checkpoints", "tiny-ip2p-sd15.safetensors")
-    return comfy.pack("models.instruct_loader").load_instruct(path)
+    return load_tiny_instruct(comfy)
 
 
 def encode(comfy, loaded, instruction: str, negative: str = "", seed: int = 5):
-    import nodes
-
-    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(seed))
-    pos = nodes.CLIPTextEncode().encode(loaded.clip, instruction)[0]
-    neg = nodes.CLIPTextEncode().encode(loaded.clip, negative)[0]
-    out = (
-        comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-        .execute(
-            positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop to multiple of 8", latent_output="empty (denoise 1.0)"
-        )
-        .result
-    )
-    return {"pos": out[0], "neg": out[1], "latent": out[2], "image_latent": out[0][0][1]["concat_latent_image"], "image": image}
+    return encode_edit(comfy, loaded.clip, loaded.vae, instruction, negative, seed)
 
 
 @pytest.fixture(scope="module")
@@ -66,21 +53,15 @@ class Recorder:
 
 
 def recorded(model, **kw):
-    m = model.clone()
     rec = Recorder(**kw)
-    m.set_model_unet_function_wrapper(rec)
-    return m, rec
+    return with_unet_wrapper(model, rec), rec
 
 
 COMMON = dict(seed=3, text_cfg=7.5, image_cfg=1.5, scheduler="normal", denoise=1.0)
 
 
 def ksampler(comfy, model, e, steps=4, sampler="euler", **extra):
-    node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
-    out = node.execute(
-        model=model, steps=steps, sampler_name=sampler, positive=e["pos"], negative=e["neg"], latent_image=e["latent"], **COMMON, **extra
-    )
-    return out.result[0]["samples"]
+    return instruct_ksampler(comfy, model, e["pos"], e["neg"], e["latent"], steps=steps, sampler=sampler, **extra)
 
 
 def edit_mask_sampler(comfy, model, e, steps=4, sampler="euler", restrict=True, blur=0.0, threshold=0.5, mask_steps=0.5, feather=0):
