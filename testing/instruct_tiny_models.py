@@ -396,6 +396,10 @@ FULL_FILES = {
 #: arithmetic. ComfyUI's detection knows SD1.5 by its 320 channels, so this model is built from its config class.
 NARROW_CHANNELS = 32
 NARROW_SD15_UNET = dict(FULL_SD15_UNET, model_channels=NARROW_CHANNELS)
+#: Its CLIP-L keeps 3 of its 12 layers (768 wide: the context, and what the adapter encodes its texts with), and
+#: its adapter's resampler a width of 128 (the published 768 in and out): the file gives both, the loaders read them.
+NARROW_CLIP_LAYERS = 3  # SDXL reads CLIP-L at its penultimate layer: at least 3
+NARROW_RESAMPLER_DIM = 128
 #: The adapter files for the narrow UNet: the published layout, each layer's width a tenth (read from the file).
 NARROW_FILES = {
     "adapter_bin": "ipadapter/ip-adapter-instruct-sd15narrow-random.bin",
@@ -454,13 +458,15 @@ def sd15_layer_widths(spec_mod, channels: int = 320) -> list[int]:
     return [w * channels // 320 for w in spec_mod.SD15_LAYERS]
 
 
-def ip_instruct_groups(spec_mod, seed: int = SEED, dtype: torch.dtype = torch.float16, channels: int = 320) -> tuple[dict, dict]:
+def ip_instruct_groups(
+    spec_mod, seed: int = SEED, dtype: torch.dtype = torch.float16, channels: int = 320, dim: int = 768
+) -> tuple[dict, dict]:
     """The two groups of ip-adapter-instruct-sd15.bin (shapes from the published architecture), for a UNet of
-    ``channels`` base channels (320: the published file's).
+    ``channels`` base channels and a resampler ``dim`` wide (320 and 768: the published file's).
 
     ``spec_mod`` is the pack's ``models.ipadapter_instruct`` module (the key list comes from it)."""
     cfg = spec_mod.ResamplerConfig(
-        dim=768, depth=4, num_queries=16, image_dim=1280, text_dim=768, output_dim=768, ff_mult=4, ff_mult_secondary=2
+        dim=dim, depth=4, num_queries=16, image_dim=1280, text_dim=768, output_dim=768, ff_mult=4, ff_mult_secondary=2
     )
     spec = spec_mod.AdapterSpec("SD1.5", cfg, {2 * i + 1: w for i, w in enumerate(sd15_layer_widths(spec_mod, channels))})
     proj_shapes, ip_shapes = spec_mod.expected_shapes(spec)
@@ -470,7 +476,7 @@ def ip_instruct_groups(spec_mod, seed: int = SEED, dtype: torch.dtype = torch.fl
         if image_proj[k].ndim == 1:
             g = _generator(seed, "perturb." + k)
             image_proj[k] = (image_proj[k].float() + 0.1 * torch.randn(image_proj[k].shape, generator=g)).to(dtype)
-    image_proj["latents"] = (torch.randn(1, 16, 768, generator=_generator(seed, "latents")) * 0.5).to(dtype)
+    image_proj["latents"] = (torch.randn(1, 16, dim, generator=_generator(seed, "latents")) * 0.5).to(dtype)
     ip_layers = {k: fill("ip." + k, torch.Size(s), seed).to(dtype) for k, s in ip_shapes.items()}
     return image_proj, ip_layers
 
@@ -651,9 +657,21 @@ class NarrowSD15(FullSD15):
     the same order, CLIP-L's context, so IP-Adapter-Instruct patches, routes and mixes exactly as on SD1.5, with its
     layer widths read from its own (narrow) adapter file. Built from ComfyUI's SD1.5 config classes (``SD15``,
     ``SD15_instructpix2pix``: the model classes a file of that family gets), since detection needs 320 channels.
-    Weights stay fp32 unless fp16 is asked for (80 MB either way)."""
+    Weights stay fp32 unless fp16 is asked for (a few MB either way). Its CLIP-L is the checkpoint's first
+    ``NARROW_CLIP_LAYERS`` layers (the adapter encodes five texts per apply with it)."""
 
     unet_config = NARROW_SD15_UNET
+
+    @_outside_inference_mode
+    def clip(self):
+        if self._clip is None:
+            import comfy.sd
+
+            options = {"dtype": torch.float16, "clip_l_model_config": {"num_hidden_layers": NARROW_CLIP_LAYERS}}
+            self._clip = comfy.sd.load_checkpoint_guess_config(
+                str(self.tiny_checkpoint), output_model=False, output_vae=False, te_model_options=options
+            )[1]
+        return self._clip
 
     @_outside_inference_mode
     def _unet(self, in_channels: int, weight_dtype: str):
@@ -706,11 +724,11 @@ def narrow_sd15() -> NarrowSD15:
     return _NARROW
 
 
-def _adapter_files(paths: dict[str, Path], spec_mod, channels: int) -> None:
+def _adapter_files(paths: dict[str, Path], spec_mod, channels: int, dim: int) -> None:
     """The IP-Adapter-Instruct files (.bin, .safetensors, and a Plus file to refuse) and a LoRA of a few
-    attention weights, for a UNet of ``channels`` base channels; each written once."""
+    attention weights, for a UNet of ``channels`` base channels and a resampler ``dim`` wide; each written once."""
     if not paths["adapter_bin"].exists() or not paths["adapter_safetensors"].exists():
-        image_proj, ip_layers = ip_instruct_groups(spec_mod, channels=channels)
+        image_proj, ip_layers = ip_instruct_groups(spec_mod, channels=channels, dim=dim)
         _save({"image_proj": image_proj, "ip_adapter": ip_layers}, paths["adapter_bin"])
         flat = {f"image_proj.{k}": v for k, v in image_proj.items()}
         flat.update({f"ip_adapter.{k}": v for k, v in ip_layers.items()})
@@ -728,7 +746,7 @@ def _adapter_files(paths: dict[str, Path], spec_mod, channels: int) -> None:
             paths["lora"],
         )
     if not paths["plus_adapter"].exists():
-        image_proj, ip_layers = ip_instruct_groups(spec_mod, channels=channels)
+        image_proj, ip_layers = ip_instruct_groups(spec_mod, channels=channels, dim=dim)
         plus = {
             f"image_proj.{k}": v
             for k, v in image_proj.items()
@@ -744,7 +762,7 @@ def build_full(root: Path, spec_mod, instruct_loader) -> FullSD15:
     global _FULL
     root = Path(root)
     paths = {name: root / rel for name, rel in FULL_FILES.items()}
-    _adapter_files(paths, spec_mod, FULL_SD15_UNET["model_channels"])
+    _adapter_files(paths, spec_mod, FULL_SD15_UNET["model_channels"], 768)
     if _FULL is None or _FULL.paths != paths:
         _FULL = FullSD15(paths, build_all(root, only=("checkpoint",))["checkpoint"], instruct_loader)
     return _FULL
@@ -755,7 +773,7 @@ def build_narrow(root: Path, spec_mod, instruct_loader) -> NarrowSD15:
     global _NARROW
     root = Path(root)
     paths = {name: root / rel for name, rel in NARROW_FILES.items()}
-    _adapter_files(paths, spec_mod, NARROW_CHANNELS)
+    _adapter_files(paths, spec_mod, NARROW_CHANNELS, NARROW_RESAMPLER_DIM)
     if _NARROW is None or _NARROW.paths != paths:
         _NARROW = NarrowSD15(paths, build_all(root, only=("checkpoint",))["checkpoint"], instruct_loader)
     return _NARROW

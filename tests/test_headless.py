@@ -160,11 +160,10 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def session(comfy, tiny):
-    from headless.runner.session import InProcessSession
-
-    s = InProcessSession()
-    yield s
-    s.close()
+    """The process's shared session, the one the command line's in-process runs below use too: one copy of the
+    models in ComfyUI's cache for the whole file."""
+    yield sessions.shared_session()
+    sessions.release_shared()
 
 
 def edit_prompt(session, tmp_path, *extra, seed=0, size=(48, 64)):

@@ -124,6 +124,78 @@ def test_same_image_as_core_dual_cfg_guider_wired_equivalently(comfy, tiny):
     assert torch.equal(result.output("dc"), result.output("dm"))
 
 
+def test_controlnet_lora_and_the_three_nodes_in_one_graph(comfy, tiny, log_capture):
+    """The user's graph: loader → LoRA → text → ControlNet → image conditioning → sampler; the
+    recorder node captures the control signal of every batched UNet call inside the run."""
+    image = comfy.input_image("graph.png", seed=3)
+    g = comfy.graph()
+    loader = g.node(
+        "InstructUNetLoader", id="load", model_name=CKPT, weights="auto (EMA when present)", prediction="auto", weight_dtype="default"
+    )
+    lora = g.node(
+        "LoraLoader",
+        id="lora",
+        model=loader.out(0),
+        clip=loader.out(1),
+        lora_name="tiny-lora-sd15.safetensors",
+        strength_model=1.0,
+        strength_clip=1.0,
+    )
+    rec = g.node("InstructTestRecordUNetCalls", id="rec", model=lora.out(0))
+    pos = g.node("CLIPTextEncode", id="pos", clip=lora.out(1), text="make it autumn")
+    neg = g.node("CLIPTextEncode", id="neg", clip=lora.out(1), text="")
+    img = g.node("LoadImage", id="img", image=image)
+    cnl = g.node("ControlNetLoader", id="cnl", control_net_name="tiny-controlnet-sd15.safetensors")
+    cna = g.node(
+        "ControlNetApplyAdvanced",
+        id="cna",
+        positive=pos.out(0),
+        negative=neg.out(0),
+        control_net=cnl.out(0),
+        image=img.out(0),
+        strength=1.0,
+        start_percent=0.0,
+        end_percent=1.0,
+    )
+    cond = g.node(
+        "InstructImageConditioning",
+        id="cond",
+        positive=cna.out(0),
+        negative=cna.out(1),
+        vae=loader.out(2),
+        image=img.out(0),
+        size_mode="crop to multiple of 8",
+        latent_output="empty (denoise 1.0)",
+    )
+    ks = g.node(
+        "InstructKSampler",
+        id="ks",
+        model=rec.out(0),
+        seed=4,
+        steps=2,
+        text_cfg=7.5,
+        image_cfg=1.5,
+        sampler_name="euler_ancestral",
+        scheduler="normal",
+        positive=cond.out(0),
+        negative=cond.out(1),
+        latent_image=cond.out(2),
+        denoise=1.0,
+    )
+    dec = g.node("VAEDecode", id="dec", samples=ks.out(0), vae=loader.out(2))
+    g.node("SaveImage", id="save", images=dec.out(0), filename_prefix="graph")
+    comfy.test_nodes.CALLS.clear()
+    result = comfy.run(g.finalize())
+    calls = list(comfy.test_nodes.CALLS)
+    assert len(calls) == 2
+    for call in calls:
+        assert sorted(call["branches"]) == [0, 1, 2]
+        assert call["control_chunk_norms"] and all(n > 0 for n in call["control_chunk_norms"])
+    assert not [m for m in log_capture.messages() if "lora key not loaded" in m]
+    assert len(result.output("lora").patches) == 3
+    assert tuple(result.output("dec").shape) == (1, 64, 64, 3)
+
+
 @pytest.mark.parametrize(
     "text_cfg,image_cfg,expected",
     [
@@ -373,78 +445,6 @@ def test_inputs_are_never_mutated(comfy, loaded, conds):
     sample(comfy, loaded.model, conds["pos"], conds["neg"], conds["latent"], guidance_rescale=0.5, text_cfg_end=0.5)
     assert [set(d) for _, d in conds["pos"]] == [set(d) for d in before_pos]
     assert repr(sorted(loaded.model.model_options)) == before_opts
-
-
-def test_controlnet_lora_and_the_three_nodes_in_one_graph(comfy, tiny, log_capture):
-    """The user's graph: loader → LoRA → text → ControlNet → image conditioning → sampler; the
-    recorder node captures the control signal of every batched UNet call inside the run."""
-    image = comfy.input_image("graph.png", seed=3)
-    g = comfy.graph()
-    loader = g.node(
-        "InstructUNetLoader", id="load", model_name=CKPT, weights="auto (EMA when present)", prediction="auto", weight_dtype="default"
-    )
-    lora = g.node(
-        "LoraLoader",
-        id="lora",
-        model=loader.out(0),
-        clip=loader.out(1),
-        lora_name="tiny-lora-sd15.safetensors",
-        strength_model=1.0,
-        strength_clip=1.0,
-    )
-    rec = g.node("InstructTestRecordUNetCalls", id="rec", model=lora.out(0))
-    pos = g.node("CLIPTextEncode", id="pos", clip=lora.out(1), text="make it autumn")
-    neg = g.node("CLIPTextEncode", id="neg", clip=lora.out(1), text="")
-    img = g.node("LoadImage", id="img", image=image)
-    cnl = g.node("ControlNetLoader", id="cnl", control_net_name="tiny-controlnet-sd15.safetensors")
-    cna = g.node(
-        "ControlNetApplyAdvanced",
-        id="cna",
-        positive=pos.out(0),
-        negative=neg.out(0),
-        control_net=cnl.out(0),
-        image=img.out(0),
-        strength=1.0,
-        start_percent=0.0,
-        end_percent=1.0,
-    )
-    cond = g.node(
-        "InstructImageConditioning",
-        id="cond",
-        positive=cna.out(0),
-        negative=cna.out(1),
-        vae=loader.out(2),
-        image=img.out(0),
-        size_mode="crop to multiple of 8",
-        latent_output="empty (denoise 1.0)",
-    )
-    ks = g.node(
-        "InstructKSampler",
-        id="ks",
-        model=rec.out(0),
-        seed=4,
-        steps=2,
-        text_cfg=7.5,
-        image_cfg=1.5,
-        sampler_name="euler_ancestral",
-        scheduler="normal",
-        positive=cond.out(0),
-        negative=cond.out(1),
-        latent_image=cond.out(2),
-        denoise=1.0,
-    )
-    dec = g.node("VAEDecode", id="dec", samples=ks.out(0), vae=loader.out(2))
-    g.node("SaveImage", id="save", images=dec.out(0), filename_prefix="graph")
-    comfy.test_nodes.CALLS.clear()
-    result = comfy.run(g.finalize())
-    calls = list(comfy.test_nodes.CALLS)
-    assert len(calls) == 2
-    for call in calls:
-        assert sorted(call["branches"]) == [0, 1, 2]
-        assert call["control_chunk_norms"] and all(n > 0 for n in call["control_chunk_norms"])
-    assert not [m for m in log_capture.messages() if "lora key not loaded" in m]
-    assert len(result.output("lora").patches) == 3
-    assert tuple(result.output("dec").shape) == (1, 64, 64, 3)
 
 
 def test_area_mask_and_gligen_of_the_negative_reach_both_of_its_branches(comfy, loaded, conds):

@@ -855,7 +855,7 @@ def test_text_encoding_is_clip_l_last_layer_77_tokens_without_weights(comfy, env
 
     tok_dir = os.path.join(os.path.dirname(sd1_clip.__file__), "sd1_tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77)
-    hf = CLIPTextModel(CLIPTextConfig(**factory.CLIP_L_TEXT_CONFIG))
+    hf = CLIPTextModel(CLIPTextConfig(**dict(factory.CLIP_L_TEXT_CONFIG, num_hidden_layers=factory.NARROW_CLIP_LAYERS)))
     prefix = "clip_l.transformer." if any(k.startswith("text_model.") for k in hf.state_dict()) else "clip_l.transformer.text_model."
     sd = {k[len(prefix) :]: v.float() for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
     missing, _ = hf.load_state_dict(sd, strict=False)
@@ -885,12 +885,13 @@ def test_unconditional_image_is_zero_after_normalisation(comfy, env):
 def test_sdxl_encoding_uses_clip_l_alone_at_its_last_layer(comfy, env):
     """On an SDXL CLIP the adapter's text inputs are CLIP-L's last-layer (final-LN) states — the same
     numbers the SD1.5 path gives for the same CLIP-L weights — not the 2048-d SDXL conditioning.
-    (CLIP-G is shrunk to 3 layers here; only CLIP-L's half is used.)"""
+    (CLIP-G is shrunk to 3 layers here, CLIP-L to the narrow environment's; only CLIP-L's half is used.)"""
     import comfy.sd as comfy_sd
     import comfy.supported_models as sm
 
     target = sm.SDXL(dict(sm.SDXL.unet_config)).clip_target()
-    sdxl_clip = comfy_sd.CLIP(target, model_options={"clip_g_model_config": {"num_hidden_layers": 3}})
+    layers = {"clip_g_model_config": {"num_hidden_layers": 3}, "clip_l_model_config": {"num_hidden_layers": factory.NARROW_CLIP_LAYERS}}
+    sdxl_clip = comfy_sd.CLIP(target, model_options=layers)
     prefix = "clip_l.transformer."
     l_weights = {k[len(prefix) :]: v for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
     missing, _ = sdxl_clip.cond_stage_model.clip_l.load_sd(l_weights)

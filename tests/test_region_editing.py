@@ -98,93 +98,7 @@ def trajectory(loaded, e, sigma: float) -> torch.Tensor:
     return noise * sigma + reference
 
 
-# ---- the edit mask ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("restrict", [False, True], ids=["mask-only", "restricting"])
-def test_edit_mask_costs_no_extra_unet_call(comfy, loaded, edit, restrict):
-    plain_model, plain_rec = recorded(loaded.model)
-    plain = ksampler(comfy, plain_model, edit)
-    mask_model, mask_rec = recorded(loaded.model)
-    latent, mask = edit_mask_sampler(comfy, mask_model, edit, restrict=restrict)
-    assert [c["branches"] for c in mask_rec.calls] == [c["branches"] for c in plain_rec.calls]
-    assert [c["input"].shape for c in mask_rec.calls] == [c["input"].shape for c in plain_rec.calls]
-    assert len(plain_rec.calls) == 4 and sorted(plain_rec.calls[0]["branches"]) == [0, 1, 2]
-    assert mask.shape == (1, 64, 64) and set(mask.unique().tolist()) <= {0.0, 1.0}
-    if not restrict:
-        assert torch.equal(latent, plain)  # only observing: the sampling is Instruct KSampler's
-
-
-def test_edit_mask_is_the_full_minus_image_only_difference_of_the_early_steps(comfy, loaded, edit):
-    model, rec = recorded(loaded.model)
-    _, soft = edit_mask_sampler(comfy, model, edit, steps=4, mask_steps=0.5, threshold=0.0, restrict=False)
-    # independent: the recorded branch predictions of the first two steps
-    total = 0
-    for call in rec.calls[:2]:
-        diff = (rec.chunk(call, "output", FULL) - rec.chunk(call, "output", IMAGE_ONLY)).abs().mean(dim=1)
-        total = total + diff / diff.mean()
-    expected = total / total.amax()
-    expected = expected.repeat_interleave(8, dim=-2).repeat_interleave(8, dim=-1)
-    torch.testing.assert_close(soft, expected, rtol=1e-4, atol=1e-5)
-    assert float(soft.amin()) < 0.9  # a real map, not a constant
-
-
-def test_a_local_instruction_effect_gives_exactly_that_region(comfy, loaded):
-    same_text = encode(comfy, loaded, "a photo", negative="a photo")  # full and image-only differ only where we say
-    model, rec = recorded(loaded.model, full_box=(slice(2, 5), slice(3, 7)))
-    _, mask = edit_mask_sampler(comfy, model, same_text, restrict=False, blur=0.0, threshold=0.5)
-    assert torch.equal(mask, box_mask(16, 24, 24, 32))
-
-
-def test_restricting_to_the_edit_mask_keeps_the_outside_on_the_input_trajectory_after_the_mask_steps(comfy, loaded):
-    same_text = encode(comfy, loaded, "a photo", negative="a photo")
-    model, rec = recorded(loaded.model, full_box=(slice(2, 5), slice(3, 7)))
-    latent, mask = edit_mask_sampler(comfy, model, same_text, steps=4, mask_steps=0.5, restrict=True)
-    outside = torch.ones(8, 8, dtype=torch.bool)
-    outside[2:5, 3:7] = False
-    first = rec.chunk(rec.calls[0], "input", FULL)
-    assert not torch.allclose(first[..., outside], trajectory(loaded, same_text, rec.calls[0]["sigma"])[..., outside])
-    for call in rec.calls[2:]:  # after the two mask steps
-        for branch in call["branches"]:
-            x = rec.chunk(call, "input", branch)
-            torch.testing.assert_close(x[..., outside], trajectory(loaded, same_text, call["sigma"])[..., outside], rtol=0, atol=1e-6)
-    torch.testing.assert_close(latent[..., outside], same_text["image_latent"][..., outside], rtol=1e-5, atol=1e-5)
-
-
-# ---- region-restricted editing ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "dpmpp_2m"])
-def test_outside_the_region_every_step_sees_the_input_trajectory_and_the_result_is_the_input(comfy, loaded, edit, sampler):
-    model, rec = recorded(loaded.model)
-    region = box_mask(16, 8, 32, 32)  # latent cells rows 2..5, cols 1..4
-    out = ksampler(comfy, model, edit, steps=3, sampler=sampler, region_mask=region, region_feather=8)
-    outside = torch.ones(8, 8, dtype=torch.bool)
-    outside[2:6, 1:5] = False
-    assert len(rec.calls) == 3
-    for call in rec.calls:
-        expected = trajectory(loaded, edit, call["sigma"])
-        for branch in call["branches"]:
-            torch.testing.assert_close(rec.chunk(call, "input", branch)[..., outside], expected[..., outside], rtol=0, atol=1e-6)
-    torch.testing.assert_close(out[..., outside], edit["image_latent"][..., outside], rtol=1e-5, atol=1e-5)
-    inside = (out - edit["image_latent"])[..., 3:5, 2:4]  # deeper than the one-cell feather
-    assert float(inside.abs().max()) > 0.1  # the region was edited
-
-
-def test_the_last_step_blends_the_guided_prediction_with_the_input_by_the_feathered_weights(comfy, loaded, edit):
-    """Euler's last step returns the blended x0: D·m + input·(1 − m), with D the dual-CFG combination
-    of the recorded branch predictions and m the inward ramp (a 4×4-cell region, 2 cells of feather: 1/3 then 2/3)."""
-    model, rec = recorded(loaded.model)
-    out = ksampler(comfy, model, edit, steps=2, region_mask=box_mask(16, 8, 32, 32), region_feather=16)
-    weight = torch.zeros(8, 8)
-    weight[2:6, 1:5] = 1 / 3
-    weight[3:5, 2:4] = 2 / 3
-    last = rec.calls[-1]
-    pred = {b: rec.chunk(last, "output", b) for b in last["branches"]}  # ComfyUI's apply_model returns x0
-    x0 = pred[0] + 1.5 * (pred[IMAGE_ONLY] - pred[0]) + 7.5 * (pred[FULL] - pred[IMAGE_ONLY])
-    reference = loaded.model.model.process_latent_in(edit["image_latent"])
-    expected = loaded.model.model.process_latent_out(x0 * weight + reference * (1 - weight))
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+# ---- in graphs (first in the file: each loads its own checkpoint, before the module's model is loaded) ----
 
 
 def region_graph(comfy, image: str, height: int, width: int, box: tuple[int, int, int, int]):
@@ -279,6 +193,95 @@ def test_pixel_composite_is_exactly_the_original_outside_the_mask_in_a_graph(com
     outside[12:38, 20:50] = False
     assert torch.equal(out[0][outside], original[0][outside])
     assert not torch.equal(out[0, 20:30, 28:42], original[0, 20:30, 28:42])
+
+
+# ---- the edit mask ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("restrict", [False, True], ids=["mask-only", "restricting"])
+def test_edit_mask_costs_no_extra_unet_call(comfy, loaded, edit, restrict):
+    plain_model, plain_rec = recorded(loaded.model)
+    plain = ksampler(comfy, plain_model, edit)
+    mask_model, mask_rec = recorded(loaded.model)
+    latent, mask = edit_mask_sampler(comfy, mask_model, edit, restrict=restrict)
+    assert [c["branches"] for c in mask_rec.calls] == [c["branches"] for c in plain_rec.calls]
+    assert [c["input"].shape for c in mask_rec.calls] == [c["input"].shape for c in plain_rec.calls]
+    assert len(plain_rec.calls) == 4 and sorted(plain_rec.calls[0]["branches"]) == [0, 1, 2]
+    assert mask.shape == (1, 64, 64) and set(mask.unique().tolist()) <= {0.0, 1.0}
+    if not restrict:
+        assert torch.equal(latent, plain)  # only observing: the sampling is Instruct KSampler's
+
+
+def test_edit_mask_is_the_full_minus_image_only_difference_of_the_early_steps(comfy, loaded, edit):
+    model, rec = recorded(loaded.model)
+    _, soft = edit_mask_sampler(comfy, model, edit, steps=4, mask_steps=0.5, threshold=0.0, restrict=False)
+    # independent: the recorded branch predictions of the first two steps
+    total = 0
+    for call in rec.calls[:2]:
+        diff = (rec.chunk(call, "output", FULL) - rec.chunk(call, "output", IMAGE_ONLY)).abs().mean(dim=1)
+        total = total + diff / diff.mean()
+    expected = total / total.amax()
+    expected = expected.repeat_interleave(8, dim=-2).repeat_interleave(8, dim=-1)
+    torch.testing.assert_close(soft, expected, rtol=1e-4, atol=1e-5)
+    assert float(soft.amin()) < 0.9  # a real map, not a constant
+
+
+def test_a_local_instruction_effect_gives_exactly_that_region(comfy, loaded):
+    same_text = encode(comfy, loaded, "a photo", negative="a photo")  # full and image-only differ only where we say
+    model, rec = recorded(loaded.model, full_box=(slice(2, 5), slice(3, 7)))
+    _, mask = edit_mask_sampler(comfy, model, same_text, restrict=False, blur=0.0, threshold=0.5)
+    assert torch.equal(mask, box_mask(16, 24, 24, 32))
+
+
+def test_restricting_to_the_edit_mask_keeps_the_outside_on_the_input_trajectory_after_the_mask_steps(comfy, loaded):
+    same_text = encode(comfy, loaded, "a photo", negative="a photo")
+    model, rec = recorded(loaded.model, full_box=(slice(2, 5), slice(3, 7)))
+    latent, mask = edit_mask_sampler(comfy, model, same_text, steps=4, mask_steps=0.5, restrict=True)
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[2:5, 3:7] = False
+    first = rec.chunk(rec.calls[0], "input", FULL)
+    assert not torch.allclose(first[..., outside], trajectory(loaded, same_text, rec.calls[0]["sigma"])[..., outside])
+    for call in rec.calls[2:]:  # after the two mask steps
+        for branch in call["branches"]:
+            x = rec.chunk(call, "input", branch)
+            torch.testing.assert_close(x[..., outside], trajectory(loaded, same_text, call["sigma"])[..., outside], rtol=0, atol=1e-6)
+    torch.testing.assert_close(latent[..., outside], same_text["image_latent"][..., outside], rtol=1e-5, atol=1e-5)
+
+
+# ---- region-restricted editing ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "dpmpp_2m"])
+def test_outside_the_region_every_step_sees_the_input_trajectory_and_the_result_is_the_input(comfy, loaded, edit, sampler):
+    model, rec = recorded(loaded.model)
+    region = box_mask(16, 8, 32, 32)  # latent cells rows 2..5, cols 1..4
+    out = ksampler(comfy, model, edit, steps=3, sampler=sampler, region_mask=region, region_feather=8)
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[2:6, 1:5] = False
+    assert len(rec.calls) == 3
+    for call in rec.calls:
+        expected = trajectory(loaded, edit, call["sigma"])
+        for branch in call["branches"]:
+            torch.testing.assert_close(rec.chunk(call, "input", branch)[..., outside], expected[..., outside], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out[..., outside], edit["image_latent"][..., outside], rtol=1e-5, atol=1e-5)
+    inside = (out - edit["image_latent"])[..., 3:5, 2:4]  # deeper than the one-cell feather
+    assert float(inside.abs().max()) > 0.1  # the region was edited
+
+
+def test_the_last_step_blends_the_guided_prediction_with_the_input_by_the_feathered_weights(comfy, loaded, edit):
+    """Euler's last step returns the blended x0: D·m + input·(1 − m), with D the dual-CFG combination
+    of the recorded branch predictions and m the inward ramp (a 4×4-cell region, 2 cells of feather: 1/3 then 2/3)."""
+    model, rec = recorded(loaded.model)
+    out = ksampler(comfy, model, edit, steps=2, region_mask=box_mask(16, 8, 32, 32), region_feather=16)
+    weight = torch.zeros(8, 8)
+    weight[2:6, 1:5] = 1 / 3
+    weight[3:5, 2:4] = 2 / 3
+    last = rec.calls[-1]
+    pred = {b: rec.chunk(last, "output", b) for b in last["branches"]}  # ComfyUI's apply_model returns x0
+    x0 = pred[0] + 1.5 * (pred[IMAGE_ONLY] - pred[0]) + 7.5 * (pred[FULL] - pred[IMAGE_ONLY])
+    reference = loaded.model.model.process_latent_in(edit["image_latent"])
+    expected = loaded.model.model.process_latent_out(x0 * weight + reference * (1 - weight))
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
 
 
 # ---- bad inputs ---------------------------------------------------------------------------------------------
