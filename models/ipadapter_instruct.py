@@ -279,9 +279,11 @@ class IPAdapterInstruct(nn.Module):
             self.ip_layers[f"{n}_to_v_ip"] = nn.Linear(ctx, width, bias=False)
 
     def load_groups(self, image_proj: Mapping[str, torch.Tensor], ip_layers: Mapping[str, torch.Tensor]) -> None:
-        self.image_proj.load_state_dict(image_proj, strict=True)
+        """The file's tensors become the parameters (``assign``): the module is built on the meta device, so its
+        weights are never initialised only to be overwritten."""
+        self.image_proj.load_state_dict(image_proj, strict=True, assign=True)
         renamed = {k.replace(".weight", "").replace(".", "_") + ".weight": v for k, v in ip_layers.items()}
-        self.ip_layers.load_state_dict(renamed, strict=True)
+        self.ip_layers.load_state_dict(renamed, strict=True, assign=True)
 
 
 def split_groups(sd: Mapping, source: str) -> tuple[dict, dict]:
@@ -301,7 +303,8 @@ def build_adapter(sd: Mapping, source: str) -> IPAdapterInstruct:
     proj_shapes, ip_shapes = expected_shapes(spec)
     check_strict(image_proj, proj_shapes, "image_proj", source)
     check_strict(ip_layers, ip_shapes, "ip_adapter", source)
-    adapter = IPAdapterInstruct(spec)
+    with torch.device("meta"):
+        adapter = IPAdapterInstruct(spec)
     adapter.load_groups(image_proj, ip_layers)
     return adapter.eval()
 

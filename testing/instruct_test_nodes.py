@@ -32,20 +32,21 @@ NODE_CLASS_MAPPINGS = {"InstructTestRecordUNetCalls": InstructTestRecordUNetCall
 
 
 class InstructTestTinyClipVision:
-    """A tiny CLIP_VISION (ViT-H width, 2 layers) for graphs: the real 632M encoder is too slow for tests."""
+    """A tiny CLIP_VISION (2 layers; ViT-H's width, or the narrow adapter's) for graphs: the real 632M encoder is too
+    slow for tests."""
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {}}
+        return {"required": {}, "optional": {"width": (["full", "narrow"],)}}
 
     RETURN_TYPES = ("CLIP_VISION",)
     FUNCTION = "make"
     CATEGORY = "_for_testing"
 
-    def make(self):
-        import instruct_tiny_models
+    def make(self, width="full"):
+        import instruct_tiny_models as factory
 
-        return (instruct_tiny_models.tiny_clip_vision(),)
+        return (factory.tiny_clip_vision(width=1280 if width == "full" else factory.NARROW_IMAGE_DIM),)
 
 
 NODE_CLASS_MAPPINGS["InstructTestTinyClipVision"] = InstructTestTinyClipVision

@@ -400,6 +400,9 @@ NARROW_SD15_UNET = dict(FULL_SD15_UNET, model_channels=NARROW_CHANNELS)
 #: its adapter's resampler a width of 128 (the published 768 in and out): the file gives both, the loaders read them.
 NARROW_CLIP_LAYERS = 3  # SDXL reads CLIP-L at its penultimate layer: at least 3
 NARROW_RESAMPLER_DIM = 128
+#: ... and the image encoder it is given is the 2-layer stand-in at a fifth of ViT-H's width (its adapter's
+#: image_dim, read from the file, is the same): 257 tokens of 256, not of 1280.
+NARROW_IMAGE_DIM = 256
 #: The adapter files for the narrow UNet: the published layout, each layer's width a tenth (read from the file).
 NARROW_FILES = {
     "adapter_bin": "ipadapter/ip-adapter-instruct-sd15narrow-random.bin",
@@ -459,14 +462,15 @@ def sd15_layer_widths(spec_mod, channels: int = 320) -> list[int]:
 
 
 def ip_instruct_groups(
-    spec_mod, seed: int = SEED, dtype: torch.dtype = torch.float16, channels: int = 320, dim: int = 768
+    spec_mod, seed: int = SEED, dtype: torch.dtype = torch.float16, channels: int = 320, dim: int = 768, image_dim: int = 1280
 ) -> tuple[dict, dict]:
     """The two groups of ip-adapter-instruct-sd15.bin (shapes from the published architecture), for a UNet of
-    ``channels`` base channels and a resampler ``dim`` wide (320 and 768: the published file's).
+    ``channels`` base channels, a resampler ``dim`` wide and an image encoder of width ``image_dim`` (320, 768 and
+    1280: the published file's).
 
     ``spec_mod`` is the pack's ``models.ipadapter_instruct`` module (the key list comes from it)."""
     cfg = spec_mod.ResamplerConfig(
-        dim=dim, depth=4, num_queries=16, image_dim=1280, text_dim=768, output_dim=768, ff_mult=4, ff_mult_secondary=2
+        dim=dim, depth=4, num_queries=16, image_dim=image_dim, text_dim=768, output_dim=768, ff_mult=4, ff_mult_secondary=2
     )
     spec = spec_mod.AdapterSpec("SD1.5", cfg, {2 * i + 1: w for i, w in enumerate(sd15_layer_widths(spec_mod, channels))})
     proj_shapes, ip_shapes = spec_mod.expected_shapes(spec)
@@ -724,11 +728,12 @@ def narrow_sd15() -> NarrowSD15:
     return _NARROW
 
 
-def _adapter_files(paths: dict[str, Path], spec_mod, channels: int, dim: int) -> None:
+def _adapter_files(paths: dict[str, Path], spec_mod, channels: int, dim: int, image_dim: int) -> None:
     """The IP-Adapter-Instruct files (.bin, .safetensors, and a Plus file to refuse) and a LoRA of a few
-    attention weights, for a UNet of ``channels`` base channels and a resampler ``dim`` wide; each written once."""
+    attention weights, for a UNet of ``channels`` base channels, a resampler ``dim`` wide and an image encoder
+    ``image_dim`` wide; each written once."""
     if not paths["adapter_bin"].exists() or not paths["adapter_safetensors"].exists():
-        image_proj, ip_layers = ip_instruct_groups(spec_mod, channels=channels, dim=dim)
+        image_proj, ip_layers = ip_instruct_groups(spec_mod, channels=channels, dim=dim, image_dim=image_dim)
         _save({"image_proj": image_proj, "ip_adapter": ip_layers}, paths["adapter_bin"])
         flat = {f"image_proj.{k}": v for k, v in image_proj.items()}
         flat.update({f"ip_adapter.{k}": v for k, v in ip_layers.items()})
@@ -746,7 +751,7 @@ def _adapter_files(paths: dict[str, Path], spec_mod, channels: int, dim: int) ->
             paths["lora"],
         )
     if not paths["plus_adapter"].exists():
-        image_proj, ip_layers = ip_instruct_groups(spec_mod, channels=channels, dim=dim)
+        image_proj, ip_layers = ip_instruct_groups(spec_mod, channels=channels, dim=dim, image_dim=image_dim)
         plus = {
             f"image_proj.{k}": v
             for k, v in image_proj.items()
@@ -762,7 +767,7 @@ def build_full(root: Path, spec_mod, instruct_loader) -> FullSD15:
     global _FULL
     root = Path(root)
     paths = {name: root / rel for name, rel in FULL_FILES.items()}
-    _adapter_files(paths, spec_mod, FULL_SD15_UNET["model_channels"], 768)
+    _adapter_files(paths, spec_mod, FULL_SD15_UNET["model_channels"], 768, TINY_CLIP_VISION["hidden_size"])
     if _FULL is None or _FULL.paths != paths:
         _FULL = FullSD15(paths, build_all(root, only=("checkpoint",))["checkpoint"], instruct_loader)
     return _FULL
@@ -773,20 +778,21 @@ def build_narrow(root: Path, spec_mod, instruct_loader) -> NarrowSD15:
     global _NARROW
     root = Path(root)
     paths = {name: root / rel for name, rel in NARROW_FILES.items()}
-    _adapter_files(paths, spec_mod, NARROW_CHANNELS, NARROW_RESAMPLER_DIM)
+    _adapter_files(paths, spec_mod, NARROW_CHANNELS, NARROW_RESAMPLER_DIM, NARROW_IMAGE_DIM)
     if _NARROW is None or _NARROW.paths != paths:
         _NARROW = NarrowSD15(paths, build_all(root, only=("checkpoint",))["checkpoint"], instruct_loader)
     return _NARROW
 
 
-def tiny_clip_vision(seed: int = SEED):
-    """A ComfyUI ClipVisionModel with the ViT-H width and 2 layers, seeded random weights."""
+def tiny_clip_vision(seed: int = SEED, width: int = 1280):
+    """A ComfyUI ClipVisionModel of 2 layers, seeded random weights: ViT-H's width (1280), or ``width``
+    (``NARROW_IMAGE_DIM`` for the narrow adapter), heads of 64 either way."""
     import tempfile
 
     import comfy.clip_vision
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(TINY_CLIP_VISION, f)
+        json.dump(dict(TINY_CLIP_VISION, hidden_size=width, intermediate_size=4 * width, num_attention_heads=width // 64), f)
     model = comfy.clip_vision.ClipVisionModel(f.name)
     os.unlink(f.name)
     sd = {}

@@ -47,7 +47,7 @@ def env(comfy, narrow):
     clip = narrow.clip()  # the UNet is loaded at its first use (Env.model), after the tests that need none
     apply_mod = comfy.pack("models.ipadapter_apply")
     adapter = apply_mod.load_adapter(str(narrow["adapter_bin"]))
-    vision = factory.tiny_clip_vision()
+    vision = factory.tiny_clip_vision(width=factory.NARROW_IMAGE_DIM)
     image = torch.rand(1, 96, 80, 3, generator=torch.Generator().manual_seed(3))
     pos = nodes.CLIPTextEncode().encode(clip, "a cat in a garden")[0]
     neg = nodes.CLIPTextEncode().encode(clip, "blurry")[0]
@@ -255,11 +255,11 @@ def _diffusers_ip_unet(adapter, unet, num_tokens, scale):
     return unet
 
 
-def _patched_against_diffusers(env, model, adapter, cfg: dict) -> None:
+def _patched_against_diffusers(env, model, adapter, cfg: dict, vision) -> None:
     """One evaluation of ``model`` patched with ``adapter`` against diffusers' IP-Adapter attention on the same weights."""
     import comfy.model_management as mm
 
-    tokens = env.apply_mod.project_token_sets(adapter, env.clip, env.vision, env.image, "use the style", "a cat", "blurry")
+    tokens = env.apply_mod.project_token_sets(adapter, env.clip, vision, env.image, "use the style", "a cat", "blurry")
     guidance = env.apply_mod.IPGuidance(four_branch=False, instruct_cfg=6.0, image_cfg=1.0)
     patched = env.apply_mod.apply(model, adapter, tokens, 0.7, 0.0, 1.0, None, guidance)
     unet = _diffusers_ip_unet(adapter, _diffusers_unet_from(model, cfg), 16, 0.7)
@@ -285,7 +285,7 @@ def _patched_against_diffusers(env, model, adapter, cfg: dict) -> None:
 def test_one_patched_unet_evaluation_matches_diffusers_ip_adapter_attention(comfy, env):
     """Independent path: diffusers' own IPAdapterAttnProcessor2_0 on every attention processor, the
     reference's key numbering (index in ``unet.attn_processors``, down → up → mid), tokens appended."""
-    _patched_against_diffusers(env, env.model, env.adapter, factory.NARROW_SD15_UNET)
+    _patched_against_diffusers(env, env.model, env.adapter, factory.NARROW_SD15_UNET, env.vision)
 
 
 def test_the_published_layout_on_the_full_size_unet_matches_diffusers(comfy, env, full):
@@ -294,7 +294,7 @@ def test_the_published_layout_on_the_full_size_unet_matches_diffusers(comfy, env
     adapter = env.apply_mod.load_adapter(str(full["adapter_bin"]))
     assert [adapter.spec.layer_dims[n] for n in range(1, 32, 2)] == comfy.pack("models.ipadapter_instruct").SD15_LAYERS
     try:
-        _patched_against_diffusers(env, full.model("plain"), adapter, factory.FULL_SD15_UNET)
+        _patched_against_diffusers(env, full.model("plain"), adapter, factory.FULL_SD15_UNET, factory.tiny_clip_vision())
     finally:
         full.release(keep_clip_vae=True)
 
@@ -607,7 +607,9 @@ def test_an_adapter_made_for_other_layer_widths_is_refused_at_apply_naming_both(
     """The loader takes each layer's width from the file (a narrow UNet has its own adapter); the apply checks
     every width against the model's layer, so a file for another UNet never reaches a mismatched matmul."""
     spec_mod = comfy.pack("models.ipadapter_instruct")
-    image_proj, ip_layers = factory.ip_instruct_groups(spec_mod, channels=2 * factory.NARROW_CHANNELS)
+    image_proj, ip_layers = factory.ip_instruct_groups(
+        spec_mod, channels=2 * factory.NARROW_CHANNELS, dim=factory.NARROW_RESAMPLER_DIM, image_dim=factory.NARROW_IMAGE_DIM
+    )
     wider = env.apply_mod.LoadedAdapter(spec_mod.build_adapter({"image_proj": image_proj, "ip_adapter": ip_layers}, "wide.bin"), "wide.bin")
     with pytest.raises(comfy.pack("models.errors").InstructInputError) as err:
         apply_node(env, ipadapter=wider)
@@ -721,7 +723,7 @@ def test_lora_controlnet_and_adapter_in_one_graph(comfy, env, narrow, log_captur
         strength_clip=1.0,
     )
     ipl = g.node("IPAdapterInstructLoader", id="ipl", ipadapter_file=f"{ADAPTER}.bin")
-    cv = g.node("InstructTestTinyClipVision", id="cv")
+    cv = g.node("InstructTestTinyClipVision", id="cv", width="narrow")
     img = g.node("LoadImage", id="img", image=image)
     ipa = g.node(
         "IPAdapterInstructApply",
@@ -875,7 +877,7 @@ def test_text_encoding_is_clip_l_last_layer_77_tokens_without_weights(comfy, env
 def test_unconditional_image_is_zero_after_normalisation(comfy, env):
     zero = env.apply_mod.zero_image_hidden(env.vision)
     black = env.apply_mod.image_hidden(env.vision, torch.zeros(1, 224, 224, 3))
-    assert tuple(zero.shape) == (1, 257, 1280)
+    assert tuple(zero.shape) == (1, 257, factory.NARROW_IMAGE_DIM)  # penultimate states: 256 patches and the class token
     assert not torch.allclose(zero, black)  # a black picture is not the mean-grey zero input
 
 

@@ -497,7 +497,7 @@ def ip_env(comfy, narrow):
         model=lambda kind: narrow.model(kind, "fp16"),
         clip=clip,
         adapter=adapter,
-        vision=factory.tiny_clip_vision(),
+        vision=factory.tiny_clip_vision(width=factory.NARROW_IMAGE_DIM),
         images=images,
         pos=pos,
         neg=neg,

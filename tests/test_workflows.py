@@ -85,9 +85,9 @@ def substitute(api: dict, image: str, adapter: bool) -> dict:
         for (kind, name), value in names.items():
             if node["class_type"] == kind and name in node["inputs"]:
                 node["inputs"][name] = value
-    for node in api.values():  # core's CLIP vision loader: the tiny ViT-H-width stand-in the other adapter tests use
+    for node in api.values():  # core's CLIP vision loader: the 2-layer stand-in of the narrow adapter's width
         if node["class_type"] == "CLIPVisionLoader":
-            node["class_type"], node["inputs"] = "InstructTestTinyClipVision", {}
+            node["class_type"], node["inputs"] = "InstructTestTinyClipVision", {"width": "narrow"}
     if adapter:  # same outputs (MODEL, CLIP, VAE) as the loaders they stand in for
         for node in api.values():
             kind = {"InstructUNetLoader": "instruct", "CheckpointLoaderSimple": "plain"}.get(node["class_type"])
@@ -108,7 +108,11 @@ def test_api_workflow_executes_and_saves_an_image(comfy, tiny, narrow, name):
     # a region edit needs a painted region (an empty region_mask is refused, test_no_silent_noops.py)
     painted = (16, 48, 8, 40) if any("region_mask" in n["inputs"] for n in api.values()) else None
     image = comfy.input_image(f"{name}.png", seed=2, painted=painted)
-    result = comfy.run(substitute(api, image, adapter=uses_adapter))
+    try:
+        result = comfy.run(substitute(api, image, adapter=uses_adapter))
+    finally:
+        if uses_adapter:
+            narrow.release()  # its model, CLIP and VAE would stay beside the next workflow's checkpoint
     save = next(k for k, n in api.items() if n["class_type"] == "SaveImage")
     images = result.ui[save]["images"]
     assert len(images) == 1
