@@ -126,26 +126,37 @@ def check_base(model: Any, adapter: LoadedAdapter) -> None:
         )
 
 
-def _transformer_count(diffusion_model: Any, block: str, number: int) -> int:
+def _transformer_blocks(diffusion_model: Any, block: str, number: int) -> list:
     container = diffusion_model.middle_block if block == "middle" else getattr(diffusion_model, f"{block}_blocks")[number]
     for child in container:
         blocks = getattr(child, "transformer_blocks", None)
         if blocks is not None:
-            return len(blocks)
-    return 0
+            return list(blocks)
+    return []
 
 
-def check_layout(model: Any, keys: dict) -> None:
+def check_layout(model: Any, adapter: LoadedAdapter, keys: dict) -> None:
+    """Every layer the adapter patches exists in the model and is as wide as the adapter's projection for it."""
     dm = model.model.diffusion_model
-    for n, (block, number, index) in keys.items():
+    layers = {}
+    for n, (block, number, index) in keys.items():  # the layout first: a UNet without it is named as such
         try:
-            count = _transformer_count(dm, block, number)
+            blocks = _transformer_blocks(dm, block, number)
         except (IndexError, AttributeError, TypeError):
-            count = 0
-        if count <= index:
+            blocks = []
+        if len(blocks) <= index:
             raise InstructInputError(
                 f"the model has no cross-attention layer at {(block, number, index)} (adapter layer {n}); "
                 "it is not a standard SD1.5 / SDXL UNet, so the adapter cannot be applied."
+            )
+        layers[n] = blocks[index]
+    for n, (block, number, index) in keys.items():
+        width = int(layers[n].attn2.to_k.weight.shape[0])
+        if width != adapter.spec.layer_dims[n]:
+            raise InstructInputError(
+                f"'{adapter.source}' was made for a UNet whose cross-attention layer {(block, number, index)} (adapter layer {n}) "
+                f"is {adapter.spec.layer_dims[n]} wide; this model's is {width}. Use the adapter made for this model "
+                f"(ip-adapter-instruct-{'sd15' if adapter.spec.base == 'SD1.5' else 'sdxl'}.bin for a standard {adapter.spec.base} UNet)."
             )
 
 
@@ -177,7 +188,7 @@ def apply(
     """A clone of ``model`` with every cross-attention layer patched; the input model is untouched."""
     check_base(model, adapter)
     keys = layer_keys(adapter.spec.base)
-    check_layout(model, keys)
+    check_layout(model, adapter, keys)
     sampling = model.get_model_object("model_sampling")
     sigma_start, sigma_end = float(sampling.percent_to_sigma(start_at)), float(sampling.percent_to_sigma(end_at))
     if mask is not None and mask.ndim == 2:

@@ -114,14 +114,15 @@ class ResamplerInstruct(nn.Module):
 
 @dataclass(frozen=True)
 class AdapterSpec:
-    """What a file is for: base family, cross-attention width and the IP layer widths by key."""
+    """What a file is for: base family, cross-attention width and the IP layer widths by key, as the file
+    has them (the apply checks each against the model's layer)."""
 
     base: str  # "SD1.5" | "SDXL"
     resampler: ResamplerConfig
     layer_dims: dict  # n → hidden size of that UNet cross-attention layer
 
 
-#: hidden size of each cross-attention layer, in the reference's key order (down → up → mid).
+#: hidden size of each cross-attention layer of the published bases, in the reference's key order (down → up → mid).
 SD15_LAYERS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320, 1280]
 SDXL_LAYERS = [640] * 4 + [1280] * 20 + [1280] * 30 + [640] * 6 + [1280] * 10
 BASES = {768: ("SD1.5", SD15_LAYERS), 2048: ("SDXL", SDXL_LAYERS)}
@@ -217,7 +218,20 @@ def detect(image_proj: Mapping[str, torch.Tensor], ip_layers: Mapping[str, torch
         ff_mult=int(image_proj["layers.0.1.1.weight"].shape[0]) // dim,
         ff_mult_secondary=int(image_proj["prompt_layers.0.1.1.weight"].shape[0]) // dim,
     )
-    return AdapterSpec(base, cfg, {2 * i + 1: w for i, w in enumerate(widths)})
+    return AdapterSpec(base, cfg, _layer_widths(ip_layers, widths))
+
+
+def _layer_widths(ip_layers: Mapping[str, torch.Tensor], published: list[int]) -> dict[int, int]:
+    """Each layer's width as the file has it (``n.to_k_ip`` is [width, C]): the base's layers, by key.
+
+    A layer the file lacks keeps the published width, so the strict check names it as missing. The widths
+    are checked against the model's layers when the adapter is applied, not against one UNet here: a UNet
+    with SD1.5's topology but other widths (a narrow test UNet) takes its own adapter."""
+    widths = {}
+    for i, width in enumerate(published):
+        weight = ip_layers.get(f"{2 * i + 1}.to_k_ip.weight")
+        widths[2 * i + 1] = int(weight.shape[0]) if weight is not None and weight.ndim == 2 else width
+    return widths
 
 
 def expected_shapes(spec: AdapterSpec) -> tuple[dict, dict]:
@@ -265,9 +279,11 @@ class IPAdapterInstruct(nn.Module):
             self.ip_layers[f"{n}_to_v_ip"] = nn.Linear(ctx, width, bias=False)
 
     def load_groups(self, image_proj: Mapping[str, torch.Tensor], ip_layers: Mapping[str, torch.Tensor]) -> None:
-        self.image_proj.load_state_dict(image_proj, strict=True)
+        """The file's tensors become the parameters (``assign``): the module is built on the meta device, so its
+        weights are never initialised only to be overwritten."""
+        self.image_proj.load_state_dict(image_proj, strict=True, assign=True)
         renamed = {k.replace(".weight", "").replace(".", "_") + ".weight": v for k, v in ip_layers.items()}
-        self.ip_layers.load_state_dict(renamed, strict=True)
+        self.ip_layers.load_state_dict(renamed, strict=True, assign=True)
 
 
 def split_groups(sd: Mapping, source: str) -> tuple[dict, dict]:
@@ -287,7 +303,8 @@ def build_adapter(sd: Mapping, source: str) -> IPAdapterInstruct:
     proj_shapes, ip_shapes = expected_shapes(spec)
     check_strict(image_proj, proj_shapes, "image_proj", source)
     check_strict(ip_layers, ip_shapes, "ip_adapter", source)
-    adapter = IPAdapterInstruct(spec)
+    with torch.device("meta"):
+        adapter = IPAdapterInstruct(spec)
     adapter.load_groups(image_proj, ip_layers)
     return adapter.eval()
 

@@ -32,58 +32,65 @@ NODE_CLASS_MAPPINGS = {"InstructTestRecordUNetCalls": InstructTestRecordUNetCall
 
 
 class InstructTestTinyClipVision:
-    """A tiny CLIP_VISION (ViT-H width, 2 layers) for graphs: the real 632M encoder is too slow for tests."""
+    """A tiny CLIP_VISION (2 layers; ViT-H's width, or the narrow adapter's) for graphs: the real 632M encoder is too
+    slow for tests."""
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {}}
+        return {"required": {}, "optional": {"width": (["full", "narrow"],)}}
 
     RETURN_TYPES = ("CLIP_VISION",)
     FUNCTION = "make"
     CATEGORY = "_for_testing"
 
-    def make(self):
-        import instruct_tiny_models
+    def make(self, width="full"):
+        import instruct_tiny_models as factory
 
-        return (instruct_tiny_models.tiny_clip_vision(),)
+        return (factory.tiny_clip_vision(width=1280 if width == "full" else factory.NARROW_IMAGE_DIM),)
 
 
 NODE_CLASS_MAPPINGS["InstructTestTinyClipVision"] = InstructTestTinyClipVision
 
 
+def _sd15(width: str):
+    import instruct_tiny_models
+
+    return instruct_tiny_models.full_sd15() if width == "full" else instruct_tiny_models.narrow_sd15()
+
+
 class InstructTestFullSD15:
-    """The full-size (random) SD1.5 checkpoint, plain or instruct, built in memory (``FullSD15``): stands in for
-    CheckpointLoaderSimple / Instruct UNet Loader where a graph needs SD1.5's real layout, without a 2 GB file."""
+    """The (random) SD1.5 checkpoint, plain or instruct, built in memory: full-size (``FullSD15``) or at a tenth
+    of the width with the same topology (``NarrowSD15``). Stands in for CheckpointLoaderSimple / Instruct UNet
+    Loader where a graph needs SD1.5's layout, without a 2 GB file."""
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"kind": (["plain", "instruct"],)}, "optional": {"weight_dtype": (["default", "fp16"],)}}
+        return {
+            "required": {"kind": (["plain", "instruct"],)},
+            "optional": {"weight_dtype": (["default", "fp16"],), "width": (["full", "narrow"],)},
+        }
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load"
     CATEGORY = "_for_testing"
 
-    def load(self, kind, weight_dtype="default"):
-        import instruct_tiny_models
-
-        return instruct_tiny_models.full_sd15().load(kind, weight_dtype)
+    def load(self, kind, weight_dtype="default", width="full"):
+        return _sd15(width).load(kind, weight_dtype)
 
 
 class InstructTestFullControlNet:
-    """A full-size (random) SD1.5 ControlNet built in memory: stands in for ControlNetLoader."""
+    """A (random) SD1.5 ControlNet built in memory, full-size or narrow (to match the UNet): stands in for ControlNetLoader."""
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {}}
+        return {"required": {}, "optional": {"width": (["full", "narrow"],)}}
 
     RETURN_TYPES = ("CONTROL_NET",)
     FUNCTION = "load"
     CATEGORY = "_for_testing"
 
-    def load(self):
-        import instruct_tiny_models
-
-        return (instruct_tiny_models.full_sd15().controlnet(),)
+    def load(self, width="full"):
+        return (_sd15(width).controlnet(),)
 
 
 NODE_CLASS_MAPPINGS["InstructTestFullSD15"] = InstructTestFullSD15

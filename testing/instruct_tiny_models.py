@@ -391,6 +391,25 @@ FULL_FILES = {
     "plus_adapter": "ipadapter/ip-adapter-plus-sd15-random.safetensors",
     "lora": "loras/full-lora-sd15-random.safetensors",
 }
+#: SD1.5's topology (4 levels of 2 res-blocks, 16 cross-attention layers in the reference's order, CLIP-L's
+#: 768-d context) at a tenth of its width: what IP-Adapter-Instruct's tests need of a UNet, at about 1/80 of the
+#: arithmetic. ComfyUI's detection knows SD1.5 by its 320 channels, so this model is built from its config class.
+NARROW_CHANNELS = 32
+NARROW_SD15_UNET = dict(FULL_SD15_UNET, model_channels=NARROW_CHANNELS)
+#: Its CLIP-L keeps 3 of its 12 layers (768 wide: the context, and what the adapter encodes its texts with), and
+#: its adapter's resampler a width of 128 (the published 768 in and out): the file gives both, the loaders read them.
+NARROW_CLIP_LAYERS = 3  # SDXL reads CLIP-L at its penultimate layer: at least 3
+NARROW_RESAMPLER_DIM = 128
+#: ... and the image encoder it is given is the 2-layer stand-in at a fifth of ViT-H's width (its adapter's
+#: image_dim, read from the file, is the same): 257 tokens of 256, not of 1280.
+NARROW_IMAGE_DIM = 256
+#: The adapter files for the narrow UNet: the published layout, each layer's width a tenth (read from the file).
+NARROW_FILES = {
+    "adapter_bin": "ipadapter/ip-adapter-instruct-sd15narrow-random.bin",
+    "adapter_safetensors": "ipadapter/ip-adapter-instruct-sd15narrow-random.safetensors",
+    "plus_adapter": "ipadapter/ip-adapter-plus-sd15narrow-random.safetensors",
+    "lora": "loras/narrow-lora-sd15-random.safetensors",
+}
 #: A two-layer stand-in for CLIP-ViT-H/14 (same width 1280, 257 tokens): the adapter sees the same shapes.
 TINY_CLIP_VISION = {
     "attention_dropout": 0.0,
@@ -420,13 +439,13 @@ def full_unet_state_dict(seed: int = SEED, in_channels: int = 4) -> dict[str, to
     return random_state_dict(model, seed=seed)
 
 
-def _full_controlnet_meta() -> torch.nn.Module:
+def _full_controlnet_meta(unet: dict = FULL_SD15_UNET) -> torch.nn.Module:
     import comfy.cldm.cldm
     import comfy.ops
 
     cfg = {
         k: v
-        for k, v in FULL_SD15_UNET.items()
+        for k, v in unet.items()
         if k not in ("out_channels", "use_temporal_attention", "use_temporal_resblock", "transformer_depth_output")
     }
     cfg.update(in_channels=4, hint_channels=3)
@@ -437,14 +456,23 @@ def full_controlnet_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
     return random_state_dict(_full_controlnet_meta(), prefix="control_model.", seed=seed)
 
 
-def ip_instruct_groups(spec_mod, seed: int = SEED, dtype: torch.dtype = torch.float16) -> tuple[dict, dict]:
-    """The two groups of ip-adapter-instruct-sd15.bin (shapes from the published architecture).
+def sd15_layer_widths(spec_mod, channels: int = 320) -> list[int]:
+    """The widths of SD1.5's 16 cross-attention layers for a UNet of ``channels`` base channels."""
+    return [w * channels // 320 for w in spec_mod.SD15_LAYERS]
+
+
+def ip_instruct_groups(
+    spec_mod, seed: int = SEED, dtype: torch.dtype = torch.float16, channels: int = 320, dim: int = 768, image_dim: int = 1280
+) -> tuple[dict, dict]:
+    """The two groups of ip-adapter-instruct-sd15.bin (shapes from the published architecture), for a UNet of
+    ``channels`` base channels, a resampler ``dim`` wide and an image encoder of width ``image_dim`` (320, 768 and
+    1280: the published file's).
 
     ``spec_mod`` is the pack's ``models.ipadapter_instruct`` module (the key list comes from it)."""
     cfg = spec_mod.ResamplerConfig(
-        dim=768, depth=4, num_queries=16, image_dim=1280, text_dim=768, output_dim=768, ff_mult=4, ff_mult_secondary=2
+        dim=dim, depth=4, num_queries=16, image_dim=image_dim, text_dim=768, output_dim=768, ff_mult=4, ff_mult_secondary=2
     )
-    spec = spec_mod.AdapterSpec("SD1.5", cfg, {2 * i + 1: w for i, w in enumerate(spec_mod.SD15_LAYERS)})
+    spec = spec_mod.AdapterSpec("SD1.5", cfg, {2 * i + 1: w for i, w in enumerate(sd15_layer_widths(spec_mod, channels))})
     proj_shapes, ip_shapes = spec_mod.expected_shapes(spec)
     image_proj = {k: fill("image_proj." + k, torch.Size(s), seed).to(dtype) for k, s in proj_shapes.items()}
     # norms and biases of a trained model are not 1/0: perturb them so swapped paths would show
@@ -452,7 +480,7 @@ def ip_instruct_groups(spec_mod, seed: int = SEED, dtype: torch.dtype = torch.fl
         if image_proj[k].ndim == 1:
             g = _generator(seed, "perturb." + k)
             image_proj[k] = (image_proj[k].float() + 0.1 * torch.randn(image_proj[k].shape, generator=g)).to(dtype)
-    image_proj["latents"] = (torch.randn(1, 16, 768, generator=_generator(seed, "latents")) * 0.5).to(dtype)
+    image_proj["latents"] = (torch.randn(1, 16, dim, generator=_generator(seed, "latents")) * 0.5).to(dtype)
     ip_layers = {k: fill("ip." + k, torch.Size(s), seed).to(dtype) for k, s in ip_shapes.items()}
     return image_proj, ip_layers
 
@@ -517,6 +545,9 @@ class FullSD15:
     CLIP and VAE come from the tiny checkpoint, which holds the same seeded CLIP-L and VAE, each loaded
     when first asked for. Only one UNet is alive in this cache at a time: asking for another kind or
     dtype lets go of the first (3.4 GB)."""
+
+    #: The UNet's ldm config (4-channel); the instruct model is the same with 8 input channels.
+    unet_config = FULL_SD15_UNET
 
     def __init__(self, paths: dict[str, Path], tiny_checkpoint: Path, instruct_loader) -> None:
         self.paths = paths
@@ -619,13 +650,68 @@ class FullSD15:
         it to fp32 per layer). Not cached: one test uses it."""
         import comfy.controlnet
 
-        views = self._zero_views(_full_controlnet_meta(), "control_model.")
+        views = self._zero_views(_full_controlnet_meta(self.unet_config), "control_model.")
         control = comfy.controlnet.load_controlnet_state_dict(views, model_options={"dtype": torch.float16})
         self._fill_in_place(control.control_model)
         return control
 
 
+class NarrowSD15(FullSD15):
+    """``FullSD15`` at a tenth of the width (``NARROW_SD15_UNET``): the same topology, 16 cross-attention layers in
+    the same order, CLIP-L's context, so IP-Adapter-Instruct patches, routes and mixes exactly as on SD1.5, with its
+    layer widths read from its own (narrow) adapter file. Built from ComfyUI's SD1.5 config classes (``SD15``,
+    ``SD15_instructpix2pix``: the model classes a file of that family gets), since detection needs 320 channels.
+    Weights stay fp32 unless fp16 is asked for (a few MB either way). Its CLIP-L is the checkpoint's first
+    ``NARROW_CLIP_LAYERS`` layers (the adapter encodes five texts per apply with it)."""
+
+    unet_config = NARROW_SD15_UNET
+
+    @_outside_inference_mode
+    def clip(self):
+        if self._clip is None:
+            import comfy.sd
+
+            options = {"dtype": torch.float16, "clip_l_model_config": {"num_hidden_layers": NARROW_CLIP_LAYERS}}
+            self._clip = comfy.sd.load_checkpoint_guess_config(
+                str(self.tiny_checkpoint), output_model=False, output_vae=False, te_model_options=options
+            )[1]
+        return self._clip
+
+    @_outside_inference_mode
+    def _unet(self, in_channels: int, weight_dtype: str):
+        import comfy.model_management as mm
+        import comfy.model_patcher
+        import comfy.supported_models as sm
+
+        config = (sm.SD15 if in_channels == 4 else sm.SD15_instructpix2pix)(dict(NARROW_SD15_UNET, in_channels=in_channels))
+        load_device = mm.get_torch_device()
+        dtype = torch.float16 if weight_dtype == "fp16" else mm.unet_dtype(supported_dtypes=config.supported_inference_dtypes)
+        config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes))
+        model = config.get_model({}, "")
+        self._fill_in_place(model.diffusion_model)
+        return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
+
+    @_outside_inference_mode
+    def controlnet(self):
+        """A ControlNet mirroring the narrow UNet's encoder, stored in fp16, built as core's loader builds one from
+        a file (its detection would give a narrow ControlNet 64-channel heads, none at 32 channels)."""
+        import comfy.cldm.cldm
+        import comfy.controlnet
+        import comfy.model_management as mm
+        import comfy.ops
+
+        load_device = mm.get_torch_device()
+        manual_cast = mm.unet_manual_cast(torch.float16, load_device)
+        cfg = {k: v for k, v in self.unet_config.items() if k not in ("out_channels", "use_temporal_attention", "use_temporal_resblock")}
+        cfg.pop("transformer_depth_output")
+        cfg.update(in_channels=4, hint_channels=3, dtype=torch.float16, device=mm.unet_offload_device())
+        control_model = comfy.cldm.cldm.ControlNet(**cfg, operations=comfy.ops.pick_operations(torch.float16, manual_cast))
+        self._fill_in_place(control_model)
+        return comfy.controlnet.ControlNet(control_model, load_device=load_device, manual_cast_dtype=manual_cast)
+
+
 _FULL: FullSD15 | None = None
+_NARROW: NarrowSD15 | None = None
 
 
 def full_sd15() -> FullSD15:
@@ -635,14 +721,19 @@ def full_sd15() -> FullSD15:
     return _FULL
 
 
-def build_full(root: Path, spec_mod, instruct_loader) -> FullSD15:
-    """The IP-Adapter-Instruct files (.bin and .safetensors, and a Plus file to refuse) and a LoRA, written once;
-    the full-size UNets and ControlNet come from the returned ``FullSD15``, in memory."""
-    global _FULL
-    root = Path(root)
-    paths = {name: root / rel for name, rel in FULL_FILES.items()}
+def narrow_sd15() -> NarrowSD15:
+    """The session's ``NarrowSD15`` (made by ``build_narrow``); the test loader nodes use it."""
+    if _NARROW is None:
+        raise RuntimeError("build_narrow() has not run: the narrow test models are made by the `narrow` fixture")
+    return _NARROW
+
+
+def _adapter_files(paths: dict[str, Path], spec_mod, channels: int, dim: int, image_dim: int) -> None:
+    """The IP-Adapter-Instruct files (.bin, .safetensors, and a Plus file to refuse) and a LoRA of a few
+    attention weights, for a UNet of ``channels`` base channels, a resampler ``dim`` wide and an image encoder
+    ``image_dim`` wide; each written once."""
     if not paths["adapter_bin"].exists() or not paths["adapter_safetensors"].exists():
-        image_proj, ip_layers = ip_instruct_groups(spec_mod)
+        image_proj, ip_layers = ip_instruct_groups(spec_mod, channels=channels, dim=dim, image_dim=image_dim)
         _save({"image_proj": image_proj, "ip_adapter": ip_layers}, paths["adapter_bin"])
         flat = {f"image_proj.{k}": v for k, v in image_proj.items()}
         flat.update({f"ip_adapter.{k}": v for k, v in ip_layers.items()})
@@ -651,16 +742,16 @@ def build_full(root: Path, spec_mod, instruct_loader) -> FullSD15:
         _save(
             lora_state_dict(
                 targets={
-                    "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": (320, 768),
-                    "lora_unet_output_blocks_11_1_transformer_blocks_0_attn1_to_q": (320, 320),
-                    "lora_unet_middle_block_1_transformer_blocks_0_attn2_to_v": (1280, 768),
+                    "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": (channels, 768),
+                    "lora_unet_output_blocks_11_1_transformer_blocks_0_attn1_to_q": (channels, channels),
+                    "lora_unet_middle_block_1_transformer_blocks_0_attn2_to_v": (4 * channels, 768),
                     "lora_te_text_model_encoder_layers_0_self_attn_q_proj": (768, 768),
                 }
             ),
             paths["lora"],
         )
     if not paths["plus_adapter"].exists():
-        image_proj, ip_layers = ip_instruct_groups(spec_mod)
+        image_proj, ip_layers = ip_instruct_groups(spec_mod, channels=channels, dim=dim, image_dim=image_dim)
         plus = {
             f"image_proj.{k}": v
             for k, v in image_proj.items()
@@ -668,19 +759,40 @@ def build_full(root: Path, spec_mod, instruct_loader) -> FullSD15:
         }
         plus.update({f"ip_adapter.{k}": v for k, v in ip_layers.items()})
         _save(plus, paths["plus_adapter"])
+
+
+def build_full(root: Path, spec_mod, instruct_loader) -> FullSD15:
+    """The full-size adapter files, written once; the full-size UNets and ControlNet come from the returned
+    ``FullSD15``, in memory."""
+    global _FULL
+    root = Path(root)
+    paths = {name: root / rel for name, rel in FULL_FILES.items()}
+    _adapter_files(paths, spec_mod, FULL_SD15_UNET["model_channels"], 768, TINY_CLIP_VISION["hidden_size"])
     if _FULL is None or _FULL.paths != paths:
         _FULL = FullSD15(paths, build_all(root, only=("checkpoint",))["checkpoint"], instruct_loader)
     return _FULL
 
 
-def tiny_clip_vision(seed: int = SEED):
-    """A ComfyUI ClipVisionModel with the ViT-H width and 2 layers, seeded random weights."""
+def build_narrow(root: Path, spec_mod, instruct_loader) -> NarrowSD15:
+    """The narrow adapter files, written once; the narrow UNets and ControlNet come from the returned ``NarrowSD15``."""
+    global _NARROW
+    root = Path(root)
+    paths = {name: root / rel for name, rel in NARROW_FILES.items()}
+    _adapter_files(paths, spec_mod, NARROW_CHANNELS, NARROW_RESAMPLER_DIM, NARROW_IMAGE_DIM)
+    if _NARROW is None or _NARROW.paths != paths:
+        _NARROW = NarrowSD15(paths, build_all(root, only=("checkpoint",))["checkpoint"], instruct_loader)
+    return _NARROW
+
+
+def tiny_clip_vision(seed: int = SEED, width: int = 1280):
+    """A ComfyUI ClipVisionModel of 2 layers, seeded random weights: ViT-H's width (1280), or ``width``
+    (``NARROW_IMAGE_DIM`` for the narrow adapter), heads of 64 either way."""
     import tempfile
 
     import comfy.clip_vision
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(TINY_CLIP_VISION, f)
+        json.dump(dict(TINY_CLIP_VISION, hidden_size=width, intermediate_size=4 * width, num_attention_heads=width // 64), f)
     model = comfy.clip_vision.ClipVisionModel(f.name)
     os.unlink(f.name)
     sd = {}

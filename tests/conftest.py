@@ -1,4 +1,10 @@
-"""Shared fixtures.
+"""Shared fixtures, and the tiers.
+
+* The suite runs in tiers by cost (README, Tests): a test's markers say what it costs (``slow``: full-size
+  models; ``subprocess``: a command line or ComfyUI server in another process; ``ray``; ``browser``; ``gpu``).
+  ``python -m pytest`` runs the tests with none of them (the quick tier); ``-m "not gpu"`` runs everything.
+  A test that asks for the ``full`` fixture is ``slow`` without saying so, one that asks for ``ray_cluster`` is
+  ``ray``, for ``comfyui_server`` ``subprocess`` (``TIER_OF_FIXTURE``); a file can mark all its tests with ``pytestmark``.
 
 * ``pure(name)`` imports a ComfyUI-free module of the pack (``samplers.dual_cfg`` …) without
   putting the pack root on sys.path (its nodes/, models/, tests/ would shadow ComfyUI's).
@@ -80,6 +86,17 @@ def full(comfy):
 
 
 @pytest.fixture(scope="session")
+def narrow(comfy):
+    """SD1.5's topology at a tenth of the width (``NarrowSD15``) and its IP-Adapter-Instruct files: what the
+    adapter's tests need of a UNet, in the quick tier (``narrow.load("plain" | "instruct")``)."""
+    import instruct_tiny_models
+
+    return instruct_tiny_models.build_narrow(
+        comfy.models_dir, comfy.pack("models.ipadapter_instruct"), comfy.pack("models.instruct_loader")
+    )
+
+
+@pytest.fixture(scope="session")
 def tiny_diffusers(comfy):
     pytest.importorskip("diffusers", reason="diffusers is needed for the diffusers-layout models")
     import instruct_tiny_models
@@ -126,8 +143,9 @@ def _release_models_after_each_file():
     yield
     import instruct_tiny_models
 
-    if instruct_tiny_models._FULL is not None:
-        instruct_tiny_models._FULL.release()
+    for cache in (instruct_tiny_models._FULL, instruct_tiny_models._NARROW):
+        if cache is not None:
+            cache.release()
     if "headless.runner.session" in sys.modules:  # the runner's per-process session keeps its last graph's models
         sys.modules["headless.runner.session"].release_shared()
     if "comfy.model_management" in sys.modules:
@@ -167,16 +185,18 @@ def log_capture():
     root.setLevel(old_level)
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "comfyui: runs a real in-process ComfyUI (skipped when none is found)")
-    config.addinivalue_line("markers", "diffusers: needs the diffusers package (parity references)")
-    config.addinivalue_line("markers", "gpu: the GPU tier (python -m pytest -m gpu; needs CUDA, deselected otherwise)")
+#: Fixtures that decide a test's tier by themselves (what they build or start is the cost).
+TIER_OF_FIXTURE = {"full": "slow", "ray_cluster": "ray", "comfyui_server": "subprocess"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "comfy" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "comfy" in fixtures:
             item.add_marker(pytest.mark.comfyui)
+        for fixture, tier in TIER_OF_FIXTURE.items():
+            if fixture in fixtures:
+                item.add_marker(getattr(pytest.mark, tier))
 
 
 def pytest_runtest_logreport(report):

@@ -122,6 +122,7 @@ def wait_for_records(out_dir: Path, count: int, proc_alive, timeout: float = 300
     pytest.fail(f"fewer than {count} rows finished in {timeout:.0f} s")
 
 
+@pytest.mark.subprocess
 def test_in_process_batch_equals_single_runs(comfy, batch, singles, tmp_path):
     out = tmp_path / "out"
     proc = run_cli(comfy, [*common_args(batch), "--extra-model-paths", str(batch["yaml"]), "--output-dir", str(out)])
@@ -143,6 +144,7 @@ def test_in_process_batch_equals_single_runs(comfy, batch, singles, tmp_path):
     assert first["peak_mb"] > 100
 
 
+@pytest.mark.subprocess
 def test_resume_after_a_kill_runs_every_row_once(comfy, batch, singles, tmp_path):
     out = tmp_path / "out"
     args = [*common_args(batch), "--extra-model-paths", str(batch["yaml"]), "--output-dir", str(out)]
@@ -234,6 +236,7 @@ def live_servers():
         stop(proc)
 
 
+@pytest.mark.subprocess
 def test_server_pool_survives_a_server_killed_mid_batch(comfy, tiny, batch, singles, tmp_path, live_servers):
     ports = [free_port(), free_port()]
     bases = [tmp_path / f"server{i}" for i in range(2)]
@@ -262,6 +265,7 @@ def test_server_pool_survives_a_server_killed_mid_batch(comfy, tiny, batch, sing
             stop(proc)
 
 
+@pytest.mark.subprocess
 def test_a_server_that_comes_back_is_used_again(comfy, tiny, batch, singles, tmp_path, live_servers):
     """A pool of one: its server is killed mid-batch and started again on the same port. The batch
     can only finish if the pool probes it, finds it back, and gives it the remaining rows (and the

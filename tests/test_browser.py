@@ -25,6 +25,8 @@ import pytest
 
 from instruct_harness import PACK_DIR, find_comfyui
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = os.environ.get("INSTRUCT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 LEGACY_WORKFLOWS = sorted((Path(__file__).resolve().parent / "data" / "workflows_0.1.0").glob("*.json"))

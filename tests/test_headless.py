@@ -160,11 +160,10 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def session(comfy, tiny):
-    from headless.runner.session import InProcessSession
-
-    s = InProcessSession()
-    yield s
-    s.close()
+    """The process's shared session, the one the command line's in-process runs below use too: one copy of the
+    models in ComfyUI's cache for the whole file."""
+    yield sessions.shared_session()
+    sessions.release_shared()
 
 
 def edit_prompt(session, tmp_path, *extra, seed=0, size=(48, 64)):
@@ -289,6 +288,7 @@ def paths_yaml(comfy, tmp_path) -> str:
     return str(yaml)
 
 
+@pytest.mark.subprocess
 def test_command_line_in_process_is_quiet(comfy, tiny, tmp_path):
     out = tmp_path / "cli.png"
     common = ["--extra-model-paths", paths_yaml(comfy, tmp_path), "--quiet"]
@@ -331,6 +331,7 @@ def read_until(stream, pattern: bytes, limit_s: float) -> bytes:
     return bytes(seen)
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_in_process_stops_sampling_exit_130_no_output(comfy, tiny, tmp_path):
     out_dir = tmp_path / "out"
     out = out_dir / "never.png"
@@ -349,6 +350,7 @@ def test_ctrl_c_in_process_stops_sampling_exit_130_no_output(comfy, tiny, tmp_pa
     assert not out.exists() and not (out_dir.exists() and list(out_dir.iterdir()))
 
 
+@pytest.mark.subprocess
 def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(comfy, tiny, tmp_path):
     """``cmd &`` in a script and nohup start the runner with SIGINT ignored: a Ctrl-C meant for the
     terminal's foreground job must not stop it (in-process, as in server mode and every other program)."""
@@ -370,7 +372,7 @@ def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(comfy, tiny, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def server(comfy, tiny, tmp_path_factory):
+def comfyui_server(comfy, tiny, tmp_path_factory):
     base = tmp_path_factory.mktemp("server")
     proc, url = start_comfyui(comfy, base)
     try:
@@ -399,8 +401,8 @@ def wait_idle(url: str, limit_s: float = 120) -> None:
     pytest.fail(f"the server is still busy: {get(url, '/queue')}")
 
 
-def test_server_run_writes_the_image(server, tmp_path, capsys):
-    url, base = server
+def test_server_run_writes_the_image(comfyui_server, tmp_path, capsys):
+    url, base = comfyui_server
     out = tmp_path / "server.png"
     code = cli.main(
         [str(WORKFLOW), "--server", url, "--model", TINY, "--image", picture(tmp_path, 3), "--instruction", "make it autumn"]
@@ -437,8 +439,8 @@ def test_server_run_writes_the_image(server, tmp_path, capsys):
         (["--model", "tiny-ip2p-sd15.ckpt"], "no such model file"),
     ],
 )
-def test_server_refusals_show_the_node_level_messages(server, tmp_path, capsys, extra, expect):
-    url, _ = server
+def test_server_refusals_show_the_node_level_messages(comfyui_server, tmp_path, capsys, extra, expect):
+    url, _ = comfyui_server
     model = [] if not extra else ["--model", TINY]
     out = tmp_path / "x.png"
     code = cli.main([str(WORKFLOW), "--server", url, *model, "--image", picture(tmp_path), *extra, "--output", str(out)])
@@ -447,16 +449,16 @@ def test_server_refusals_show_the_node_level_messages(server, tmp_path, capsys, 
     assert not out.exists()
 
 
-def test_server_input_error_while_executing_is_exit_2(server, tmp_path, capsys):
-    url, _ = server
+def test_server_input_error_while_executing_is_exit_2(comfyui_server, tmp_path, capsys):
+    url, _ = comfyui_server
     small = picture(tmp_path, 1, size=(4, 4))
     code = cli.main([str(WORKFLOW), "--server", url, "--model", TINY, "--image", small, "--quiet", "--output", str(tmp_path / "x.png")])
     err = capsys.readouterr().err
     assert code == codes.EXIT_INPUT and "at least 8x8 pixels" in err, err
 
 
-def test_server_missing_node_type(server, tmp_path, capsys):
-    url, _ = server
+def test_server_missing_node_type(comfyui_server, tmp_path, capsys):
+    url, _ = comfyui_server
     api = json.loads(WORKFLOW.read_text())
     api["6"]["class_type"] = "NotInstalledNode"
     code = cli.main([write_workflow(tmp_path, api), "--server", url, "--output", str(tmp_path / "x.png")])
@@ -482,11 +484,11 @@ def test_an_http_server_that_is_not_comfyui_is_named(tmp_path, capsys):
     assert code == codes.EXIT_UNREACHABLE and "is not a ComfyUI server" in err and "Traceback" not in err
 
 
-def test_concurrent_runs_with_same_named_images_never_cross(server, tmp_path, capsys):
+def test_concurrent_runs_with_same_named_images_never_cross(comfyui_server, tmp_path, capsys):
     """Three runs at once, each with its own photo.png (different pixels), same seed: each result
     equals that image run alone (computed afresh after the server's cache is cleared); a photo.png
     the server already had is left as it was."""
-    url, base = server
+    url, base = comfyui_server
     theirs = base / "in" / "photo.png"
     theirs.write_bytes(b"somebody else's file")
     photos = [picture(tmp_path / d, seed, name="photo.png") for seed, d in enumerate("abc")]
@@ -530,8 +532,8 @@ def blocker(url: str, tmp_path: Path) -> str:
     return post(url, "/prompt", {"prompt": api, "client_id": "blocker"})["prompt_id"]
 
 
-def test_timeout_cancels_a_queued_prompt_so_it_never_runs(server, tmp_path, capsys):
-    url, base = server
+def test_timeout_cancels_a_queued_prompt_so_it_never_runs(comfyui_server, tmp_path, capsys):
+    url, base = comfyui_server
     wait_idle(url)
     first = blocker(url, tmp_path)
     args = [str(WORKFLOW), "--server", url, "--model", TINY, "--image", picture(tmp_path, 5), "--steps", "1", "--quiet"]
@@ -546,8 +548,8 @@ def test_timeout_cancels_a_queued_prompt_so_it_never_runs(server, tmp_path, caps
     assert not (tmp_path / "x.png").exists()
 
 
-def test_timeout_interrupts_a_running_prompt(server, tmp_path, capsys):
-    url, _ = server
+def test_timeout_interrupts_a_running_prompt(comfyui_server, tmp_path, capsys):
+    url, _ = comfyui_server
     wait_idle(url)
     args = [str(WORKFLOW), "--server", url, "--model", TINY, "--image", picture(tmp_path, 6), "--steps", "10000"]
     code = cli.main(args + ["--timeout", "5", "--output", str(tmp_path / "x.png")])
@@ -560,8 +562,8 @@ def test_timeout_interrupts_a_running_prompt(server, tmp_path, capsys):
     assert interrupted
 
 
-def test_ctrl_c_in_server_mode_cancels_the_prompt(server, tmp_path):
-    url, _ = server
+def test_ctrl_c_in_server_mode_cancels_the_prompt(comfyui_server, tmp_path):
+    url, _ = comfyui_server
     wait_idle(url)
     proc = spawn(
         str(WORKFLOW),
@@ -586,10 +588,10 @@ def test_ctrl_c_in_server_mode_cancels_the_prompt(server, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_cached_and_failing_prompts_return_at_once(server, tmp_path, monkeypatch):
+def test_cached_and_failing_prompts_return_at_once(comfyui_server, tmp_path, monkeypatch):
     """With the /history fallback pushed to a minute, a fully cached prompt still returns in
     seconds: the websocket was connected before the POST, so its end events were not missed."""
-    url, _ = server
+    url, _ = comfyui_server
     wait_idle(url)
     client = server_client.ServerClient(url)
     api = apply_overrides(
@@ -609,6 +611,7 @@ def test_cached_and_failing_prompts_return_at_once(server, tmp_path, monkeypatch
     assert time.monotonic() - start < 20
 
 
+@pytest.mark.subprocess
 def test_a_server_that_dies_mid_run_is_exit_4_in_one_line(comfy, tiny, tmp_path, capsys):
     proc, url = start_comfyui(comfy, tmp_path / "doomed")
     try:

@@ -99,6 +99,7 @@ def test_the_fine_tunes_own_lora_is_carried_into_the_merge(comfy, models, weight
     assert differing == lora_keys
 
 
+@pytest.mark.slow  # a whole checkpoint (CLIP-L and the VAE in fp32) serialised and read back: 2.3 GB on top of the file's models
 def test_merged_model_saves_with_core_checkpoint_save_and_loads_back_as_an_instruct_model(comfy, models, weights, tiny):
     g = comfy.graph()
     loader = g.node("InstructUNetLoader", id="load", model_name=CKPT, weights="auto", prediction="auto", weight_dtype="default")

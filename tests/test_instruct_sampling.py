@@ -6,28 +6,20 @@ from __future__ import annotations
 import pytest
 import torch
 
+from instruct_sampling import encode_edit, load_tiny_instruct, with_unet_wrapper
+from instruct_sampling import instruct_ksampler as sample
+
 CKPT = "checkpoints/tiny-ip2p-sd15.safetensors"
 
 
 @pytest.fixture(scope="module")
 def loaded(comfy, tiny):
-    import folder_paths
-
-    loader = comfy.pack("models.instruct_loader")
-    path = folder_paths.get_full_path("checkpoints", "tiny-ip2p-sd15.safetensors")
-    return loader.load_instruct(path)
+    return load_tiny_instruct(comfy)
 
 
 @pytest.fixture(scope="module")
 def conds(comfy, loaded):
-    import nodes
-
-    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(5))
-    pos = nodes.CLIPTextEncode().encode(loaded.clip, "make it winter")[0]
-    neg = nodes.CLIPTextEncode().encode(loaded.clip, "")[0]
-    cond_node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-    out = cond_node.execute(positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop", latent_output="empty").result
-    return {"pos": out[0], "neg": out[1], "latent": out[2], "raw_neg": neg, "raw_pos": pos, "image": image}
+    return encode_edit(comfy, loaded.clip, loaded.vae, "make it winter")
 
 
 class CallRecorder:
@@ -54,30 +46,9 @@ class CallRecorder:
         return apply_model(args["input"], args["timestep"], **c)
 
 
-def sample(comfy, model, pos, neg, latent, text_cfg=7.5, image_cfg=1.5, steps=2, seed=3, sampler="euler", **extra):
-    node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
-    out = node.execute(
-        model=model,
-        seed=seed,
-        steps=steps,
-        text_cfg=text_cfg,
-        image_cfg=image_cfg,
-        sampler_name=sampler,
-        scheduler="normal",
-        positive=pos,
-        negative=neg,
-        latent_image=latent,
-        denoise=1.0,
-        **extra,
-    ).result[0]
-    return out["samples"]
-
-
 def recorded(model):
-    m = model.clone()
     rec = CallRecorder()
-    m.set_model_unet_function_wrapper(rec)
-    return m, rec
+    return with_unet_wrapper(model, rec), rec
 
 
 def test_same_image_as_core_dual_cfg_guider_wired_equivalently(comfy, tiny):
@@ -149,6 +120,76 @@ def test_same_image_as_core_dual_cfg_guider_wired_equivalently(comfy, tiny):
     assert torch.isfinite(mine_latent).all() and mine_latent.abs().max() > 0
     assert torch.equal(core_latent, mine_latent)
     assert torch.equal(result.output("dc"), result.output("dm"))
+
+
+def test_controlnet_lora_and_the_three_nodes_in_one_graph(comfy, tiny, log_capture):
+    """The user's graph: loader → LoRA → text → ControlNet → image conditioning → sampler; the
+    recorder node captures the control signal of every batched UNet call inside the run."""
+    image = comfy.input_image("graph.png", seed=3)
+    g = comfy.graph()
+    loader = g.node("InstructUNetLoader", id="load", model_name=CKPT, weights="auto", prediction="auto", weight_dtype="default")
+    lora = g.node(
+        "LoraLoader",
+        id="lora",
+        model=loader.out(0),
+        clip=loader.out(1),
+        lora_name="tiny-lora-sd15.safetensors",
+        strength_model=1.0,
+        strength_clip=1.0,
+    )
+    rec = g.node("InstructTestRecordUNetCalls", id="rec", model=lora.out(0))
+    pos = g.node("CLIPTextEncode", id="pos", clip=lora.out(1), text="make it autumn")
+    neg = g.node("CLIPTextEncode", id="neg", clip=lora.out(1), text="")
+    img = g.node("LoadImage", id="img", image=image)
+    cnl = g.node("ControlNetLoader", id="cnl", control_net_name="tiny-controlnet-sd15.safetensors")
+    cna = g.node(
+        "ControlNetApplyAdvanced",
+        id="cna",
+        positive=pos.out(0),
+        negative=neg.out(0),
+        control_net=cnl.out(0),
+        image=img.out(0),
+        strength=1.0,
+        start_percent=0.0,
+        end_percent=1.0,
+    )
+    cond = g.node(
+        "InstructImageConditioning",
+        id="cond",
+        positive=cna.out(0),
+        negative=cna.out(1),
+        vae=loader.out(2),
+        image=img.out(0),
+        size_mode="crop",
+        latent_output="empty",
+    )
+    ks = g.node(
+        "InstructKSampler",
+        id="ks",
+        model=rec.out(0),
+        seed=4,
+        steps=2,
+        text_cfg=7.5,
+        image_cfg=1.5,
+        sampler_name="euler_ancestral",
+        scheduler="normal",
+        positive=cond.out(0),
+        negative=cond.out(1),
+        latent_image=cond.out(2),
+        denoise=1.0,
+    )
+    dec = g.node("VAEDecode", id="dec", samples=ks.out(0), vae=loader.out(2))
+    g.node("SaveImage", id="save", images=dec.out(0), filename_prefix="graph")
+    comfy.test_nodes.CALLS.clear()
+    result = comfy.run(g.finalize())
+    calls = list(comfy.test_nodes.CALLS)
+    assert len(calls) == 2
+    for call in calls:
+        assert sorted(call["branches"]) == [0, 1, 2]
+        assert call["control_chunk_norms"] and all(n > 0 for n in call["control_chunk_norms"])
+    assert not [m for m in log_capture.messages() if "lora key not loaded" in m]
+    assert len(result.output("lora").patches) == 3
+    assert tuple(result.output("dec").shape) == (1, 64, 64, 3)
 
 
 @pytest.mark.parametrize(
@@ -400,76 +441,6 @@ def test_inputs_are_never_mutated(comfy, loaded, conds):
     sample(comfy, loaded.model, conds["pos"], conds["neg"], conds["latent"], guidance_rescale=0.5, text_cfg_end=0.5)
     assert [set(d) for _, d in conds["pos"]] == [set(d) for d in before_pos]
     assert repr(sorted(loaded.model.model_options)) == before_opts
-
-
-def test_controlnet_lora_and_the_three_nodes_in_one_graph(comfy, tiny, log_capture):
-    """The user's graph: loader → LoRA → text → ControlNet → image conditioning → sampler; the
-    recorder node captures the control signal of every batched UNet call inside the run."""
-    image = comfy.input_image("graph.png", seed=3)
-    g = comfy.graph()
-    loader = g.node("InstructUNetLoader", id="load", model_name=CKPT, weights="auto", prediction="auto", weight_dtype="default")
-    lora = g.node(
-        "LoraLoader",
-        id="lora",
-        model=loader.out(0),
-        clip=loader.out(1),
-        lora_name="tiny-lora-sd15.safetensors",
-        strength_model=1.0,
-        strength_clip=1.0,
-    )
-    rec = g.node("InstructTestRecordUNetCalls", id="rec", model=lora.out(0))
-    pos = g.node("CLIPTextEncode", id="pos", clip=lora.out(1), text="make it autumn")
-    neg = g.node("CLIPTextEncode", id="neg", clip=lora.out(1), text="")
-    img = g.node("LoadImage", id="img", image=image)
-    cnl = g.node("ControlNetLoader", id="cnl", control_net_name="tiny-controlnet-sd15.safetensors")
-    cna = g.node(
-        "ControlNetApplyAdvanced",
-        id="cna",
-        positive=pos.out(0),
-        negative=neg.out(0),
-        control_net=cnl.out(0),
-        image=img.out(0),
-        strength=1.0,
-        start_percent=0.0,
-        end_percent=1.0,
-    )
-    cond = g.node(
-        "InstructImageConditioning",
-        id="cond",
-        positive=cna.out(0),
-        negative=cna.out(1),
-        vae=loader.out(2),
-        image=img.out(0),
-        size_mode="crop",
-        latent_output="empty",
-    )
-    ks = g.node(
-        "InstructKSampler",
-        id="ks",
-        model=rec.out(0),
-        seed=4,
-        steps=2,
-        text_cfg=7.5,
-        image_cfg=1.5,
-        sampler_name="euler_ancestral",
-        scheduler="normal",
-        positive=cond.out(0),
-        negative=cond.out(1),
-        latent_image=cond.out(2),
-        denoise=1.0,
-    )
-    dec = g.node("VAEDecode", id="dec", samples=ks.out(0), vae=loader.out(2))
-    g.node("SaveImage", id="save", images=dec.out(0), filename_prefix="graph")
-    comfy.test_nodes.CALLS.clear()
-    result = comfy.run(g.finalize())
-    calls = list(comfy.test_nodes.CALLS)
-    assert len(calls) == 2
-    for call in calls:
-        assert sorted(call["branches"]) == [0, 1, 2]
-        assert call["control_chunk_norms"] and all(n > 0 for n in call["control_chunk_norms"])
-    assert not [m for m in log_capture.messages() if "lora key not loaded" in m]
-    assert len(result.output("lora").patches) == 3
-    assert tuple(result.output("dec").shape) == (1, 64, 64, 3)
 
 
 def test_area_mask_and_gligen_of_the_negative_reach_both_of_its_branches(comfy, loaded, conds):

@@ -1,6 +1,7 @@
-"""IPAdapter-Instruct on a real ComfyUI with a full-size (random) SD1.5 UNet: loading, the patched
-UNet against diffusers' own IP-Adapter attention, token routing per branch, both guidance modes
-against their formulas, stacking, cloning, LoRA + ControlNet in one graph, bad inputs."""
+"""IPAdapter-Instruct on a real ComfyUI with a (random) SD1.5 UNet at a tenth of the width (``NarrowSD15``:
+SD1.5's topology and 16 cross-attention layers, CLIP-L's context, each adapter layer's width read from its
+file): loading, the patched UNet against diffusers' own IP-Adapter attention, token routing per branch, both
+guidance modes against their formulas, stacking, cloning, LoRA + ControlNet in one graph, bad inputs."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import pytest
 import torch
 
 import instruct_tiny_models as factory
+from instruct_sampling import empty_latent, instruct_ksampler, with_unet_wrapper
 
 
 @pytest.fixture(autouse=True)
 def _release_loaded_models():
-    """After each test, ComfyUI lets go of the models it loaded for it, so the full-size UNets of
-    this file and the next do not pile up."""
+    """After each test, ComfyUI lets go of the models it loaded for it, so the UNets of this file and the
+    next do not pile up."""
     yield
     import gc
 
@@ -26,28 +28,31 @@ def _release_loaded_models():
     mm.soft_empty_cache()
 
 
+ADAPTER = "ip-adapter-instruct-sd15narrow-random"  # .bin / .safetensors, for the narrow UNet
+
+
 class Env(types.SimpleNamespace):
-    """The module's shared inputs. ``model`` is the plain full-size model of the ``full`` fixture's one-model
+    """The module's shared inputs. ``model`` is the plain narrow model of the ``narrow`` fixture's one-model
     cache, asked for at each use: the instruct tests at the end of the file replace it there."""
 
     @property
     def model(self):
-        return self.full.model("plain")
+        return self.narrow.model("plain")
 
 
 @pytest.fixture(scope="module")
-def env(comfy, full):
+def env(comfy, narrow):
     import nodes
 
-    clip = full.clip()  # the UNet is loaded at its first use (Env.model), after the tests that need none
+    clip = narrow.clip()  # the UNet is loaded at its first use (Env.model), after the tests that need none
     apply_mod = comfy.pack("models.ipadapter_apply")
-    adapter = apply_mod.load_adapter(str(full["adapter_bin"]))
-    vision = factory.tiny_clip_vision()
+    adapter = apply_mod.load_adapter(str(narrow["adapter_bin"]))
+    vision = factory.tiny_clip_vision(width=factory.NARROW_IMAGE_DIM)
     image = torch.rand(1, 96, 80, 3, generator=torch.Generator().manual_seed(3))
     pos = nodes.CLIPTextEncode().encode(clip, "a cat in a garden")[0]
     neg = nodes.CLIPTextEncode().encode(clip, "blurry")[0]
     return Env(
-        full=full,
+        narrow=narrow,
         clip=clip,
         adapter=adapter,
         vision=vision,
@@ -105,24 +110,11 @@ class TokenSpy:
 
 
 def latent(n=1):
-    return {"samples": torch.zeros(n, 4, 8, 8)}
+    return empty_latent(n)
 
 
 def run_sampler(comfy, model, pos, neg, steps=1, text_cfg=5.0, image_cfg=1.5, seed=1, lat=None):
-    node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
-    return node.execute(
-        model=model,
-        seed=seed,
-        steps=steps,
-        text_cfg=text_cfg,
-        image_cfg=image_cfg,
-        sampler_name="euler",
-        scheduler="normal",
-        positive=pos,
-        negative=neg,
-        latent_image=lat or latent(),
-        denoise=1.0,
-    ).result[0]["samples"]
+    return instruct_ksampler(comfy, model, pos, neg, lat or latent(), text_cfg, image_cfg, steps=steps, seed=seed)
 
 
 def _resident_mib() -> float:
@@ -133,33 +125,35 @@ def _resident_mib() -> float:
 # ---- loading ----------------------------------------------------------------------------------
 
 
-def test_loader_node_reads_bin_and_safetensors_into_a_managed_module(comfy, full):
+def test_loader_node_reads_bin_and_safetensors_into_a_managed_module(comfy, narrow):
     node = comfy.nodes.NODE_CLASS_MAPPINGS["IPAdapterInstructLoader"]
     options = node.GET_NODE_INFO_V1()["input"]["required"]["ipadapter_file"][1]["options"]
-    assert "ip-adapter-instruct-sd15-random.bin" in options
-    a = node.execute(ipadapter_file="ip-adapter-instruct-sd15-random.bin").result[0]
-    b = node.execute(ipadapter_file="ip-adapter-instruct-sd15-random.safetensors").result[0]
+    assert f"{ADAPTER}.bin" in options
+    a = node.execute(ipadapter_file=f"{ADAPTER}.bin").result[0]
+    b = node.execute(ipadapter_file=f"{ADAPTER}.safetensors").result[0]
     import comfy.model_patcher as comfy_mp
 
     assert isinstance(a.patcher, comfy_mp.ModelPatcher)
-    assert a.spec.base == "SD1.5"
+    assert a.spec.base == "SD1.5" and [a.spec.layer_dims[n] for n in range(1, 32, 2)] == factory.sd15_layer_widths(
+        comfy.pack("models.ipadapter_instruct"), factory.NARROW_CHANNELS
+    )  # each layer's width, as the file has it
     torch.testing.assert_close(a.module.ip_layers["31_to_k_ip"].weight, b.module.ip_layers["31_to_k_ip"].weight)
 
 
-def test_plus_adapter_file_is_refused(comfy, full):
+def test_plus_adapter_file_is_refused(comfy, narrow):
     errors = comfy.pack("models.errors")
     with pytest.raises(errors.InstructModelError, match="IP-Adapter Plus.*IPAdapter Plus pack"):
-        comfy.pack("models.ipadapter_apply").load_adapter(str(full["plus_adapter"]))
+        comfy.pack("models.ipadapter_apply").load_adapter(str(narrow["plus_adapter"]))
 
 
-def test_corrupt_adapter_is_refused(comfy, full, tmp_path):
+def test_corrupt_adapter_is_refused(comfy, narrow, tmp_path):
     bad = tmp_path / "cut.safetensors"
-    bad.write_bytes(full["adapter_safetensors"].read_bytes()[:1000])
+    bad.write_bytes(narrow["adapter_safetensors"].read_bytes()[:1000])
     with pytest.raises(comfy.pack("models.errors").InstructModelError, match="Cannot read .*cut.safetensors"):
         comfy.pack("models.ipadapter_apply").load_adapter(str(bad))
 
 
-# ---- applying outside inference mode (the first test that loads the full-size UNet) ----
+# ---- applying outside inference mode (the first test that loads the UNet) ----
 
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/statm")
@@ -220,31 +214,32 @@ def test_projection_runs_at_apply_time_not_per_step(comfy, env):
         handle.remove()
 
 
-def _diffusers_unet_from(model):
-    """The same UNet weights in a diffusers UNet2DConditionModel (names through ComfyUI's own map).
+def _diffusers_unet_from(model, cfg: dict = factory.NARROW_SD15_UNET):
+    """The same UNet weights in a diffusers UNet2DConditionModel of SD1.5's layout at the narrow width (names
+    through ComfyUI's own map).
 
-    Built empty and handed ComfyUI's own fp32 tensors (``assign``), not a second copy of 860M weights
-    (3.4 GB); neither model writes to its weights."""
+    Built empty and handed ComfyUI's own fp32 tensors (``assign``), not a second copy of the weights;
+    neither model writes to its weights."""
     from diffusers import UNet2DConditionModel
 
     import comfy.utils as comfy_utils
 
-    cfg = dict(factory.FULL_SD15_UNET)
-    to_ldm = comfy_utils.unet_to_diffusers(cfg)
+    to_ldm = comfy_utils.unet_to_diffusers(dict(cfg))
     ldm = model.model.diffusion_model.state_dict()
     assert all(v.dtype == torch.float32 for v in ldm.values())
+    widths = tuple(cfg["model_channels"] * m for m in cfg["channel_mult"])
     with torch.device("meta"):
-        unet = UNet2DConditionModel(in_channels=4, cross_attention_dim=768, attention_head_dim=8)
+        unet = UNet2DConditionModel(in_channels=4, cross_attention_dim=768, attention_head_dim=8, block_out_channels=widths)
     unet.load_state_dict({d: ldm[k] for d, k in to_ldm.items() if k in ldm}, strict=True, assign=True)
     return unet.eval()
 
 
-def _diffusers_ip_unet(env, unet, num_tokens, scale):
-    """diffusers' own IP-Adapter processors on ``unet`` for ``num_tokens`` appended tokens."""
+def _diffusers_ip_unet(adapter, unet, num_tokens, scale):
+    """diffusers' own IP-Adapter processors on ``unet`` for ``num_tokens`` appended tokens, with ``adapter``'s weights."""
     from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0
 
     processors = {}
-    weights = env.adapter.module.ip_layers
+    weights = adapter.module.ip_layers
     chans = unet.config.block_out_channels
     for index, name in enumerate(unet.attn_processors):
         if name.endswith("attn1.processor"):
@@ -260,15 +255,14 @@ def _diffusers_ip_unet(env, unet, num_tokens, scale):
     return unet
 
 
-def test_one_patched_unet_evaluation_matches_diffusers_ip_adapter_attention(comfy, env):
-    """Independent path: diffusers' own IPAdapterAttnProcessor2_0 on every attention processor, the
-    reference's key numbering (index in ``unet.attn_processors``, down → up → mid), tokens appended."""
+def _patched_against_diffusers(env, model, adapter, cfg: dict, vision) -> None:
+    """One evaluation of ``model`` patched with ``adapter`` against diffusers' IP-Adapter attention on the same weights."""
     import comfy.model_management as mm
 
-    tokens = env.apply_mod.project_token_sets(env.adapter, env.clip, env.vision, env.image, "use the style", "a cat", "blurry")
+    tokens = env.apply_mod.project_token_sets(adapter, env.clip, vision, env.image, "use the style", "a cat", "blurry")
     guidance = env.apply_mod.IPGuidance(four_branch=False, instruct_cfg=6.0, image_cfg=1.0)
-    patched = env.apply_mod.apply(env.model, env.adapter, tokens, 0.7, 0.0, 1.0, None, guidance)
-    unet = _diffusers_ip_unet(env, _diffusers_unet_from(env.model), 16, 0.7)
+    patched = env.apply_mod.apply(model, adapter, tokens, 0.7, 0.0, 1.0, None, guidance)
+    unet = _diffusers_ip_unet(adapter, _diffusers_unet_from(model, cfg), 16, 0.7)
 
     g = torch.Generator().manual_seed(8)
     x = torch.randn(1, 4, 8, 8, generator=g)
@@ -283,9 +277,26 @@ def test_one_patched_unet_evaluation_matches_diffusers_ip_adapter_attention(comf
             "sigmas": torch.tensor([1.0]),
         }
         got = patched.model.diffusion_model(x, t, context=text, transformer_options=to)
-        plain = env.model.model.diffusion_model(x, t, context=text, transformer_options={})
+        plain = model.model.diffusion_model(x, t, context=text, transformer_options={})
     assert not torch.allclose(got, plain, atol=1e-3)  # the adapter changes the output
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_one_patched_unet_evaluation_matches_diffusers_ip_adapter_attention(comfy, env):
+    """Independent path: diffusers' own IPAdapterAttnProcessor2_0 on every attention processor, the
+    reference's key numbering (index in ``unet.attn_processors``, down → up → mid), tokens appended."""
+    _patched_against_diffusers(env, env.model, env.adapter, factory.NARROW_SD15_UNET, env.vision)
+
+
+def test_the_published_layout_on_the_full_size_unet_matches_diffusers(comfy, env, full):
+    """The adapter at the published widths (SD1.5's 320/640/1280, as ip-adapter-instruct-sd15.bin has them) on
+    the full-size UNet: the production shapes, checked the same way (slow: 860M parameters)."""
+    adapter = env.apply_mod.load_adapter(str(full["adapter_bin"]))
+    assert [adapter.spec.layer_dims[n] for n in range(1, 32, 2)] == comfy.pack("models.ipadapter_instruct").SD15_LAYERS
+    try:
+        _patched_against_diffusers(env, full.model("plain"), adapter, factory.FULL_SD15_UNET, factory.tiny_clip_vision())
+    finally:
+        full.release(keep_clip_vae=True)
 
 
 # ---- guidance ---------------------------------------------------------------------------------
@@ -370,7 +381,7 @@ def test_four_branch_mode_under_a_core_sampler_warns_once(comfy, env, log_captur
 
 def test_instruct_ip2p_model_routes_positive_tokens_to_full_and_negative_to_the_rest(comfy, env, tiny):
     """On an instruct model the dual-CFG branches carry (uncond, uncond, full) token sets. The tiny
-    instruct UNet lacks SD1.5's layout, so routing is checked at the guider level."""
+    instruct UNet lacks SD1.5's layout (the adapter is refused on it), so routing is checked at the guider level."""
     guider_mod = comfy.pack("samplers.guider")
     loaded = comfy.pack("models.instruct_loader").load_instruct(str(tiny["unet"]))  # the bare UNet file: no CLIP/VAE to load
     guider = guider_mod.InstructDualCFGGuider(loaded.model, comfy.pack("samplers.dual_cfg").ScaleSchedule(7.5, 1.5))
@@ -427,9 +438,9 @@ def test_several_images_concatenate_their_tokens_and_batched_cond_uncond_match_d
     t = torch.tensor([500.0])
     pos, neg = env.pos[0][0].float(), env.neg[0][0].float()
     with torch.no_grad():
-        cond_unet = _diffusers_ip_unet(env, _diffusers_unet_from(env.model), 16 * count, 0.7)
+        cond_unet = _diffusers_ip_unet(env.adapter, _diffusers_unet_from(env.model), 16 * count, 0.7)
         expected_cond = cond_unet(x, t, encoder_hidden_states=torch.cat([pos, tokens["full"].float()], dim=1)).sample
-        uncond_unet = _diffusers_ip_unet(env, cond_unet, 16, 0.7)
+        uncond_unet = _diffusers_ip_unet(env.adapter, cond_unet, 16, 0.7)
         expected_uncond = uncond_unet(x, t, encoder_hidden_states=torch.cat([neg, tokens["uncond"].float()], dim=1)).sample
         mm.load_models_gpu([patched])
         to = {
@@ -450,9 +461,7 @@ def recorded(model):
         calls.append(list(args["cond_or_uncond"]))
         return apply_model(args["input"], args["timestep"], **args["c"])
 
-    m = model.clone()
-    m.set_model_unet_function_wrapper(record)
-    return m, calls
+    return with_unet_wrapper(model, record), calls
 
 
 def _sample_core(patched, pos, neg, lat):
@@ -599,6 +608,20 @@ def test_attention_mask_limits_where_the_adapter_acts(comfy, env):
     torch.testing.assert_close(masked, base, rtol=1e-5, atol=1e-5)  # all-zero mask: no adapter anywhere
 
 
+def test_an_adapter_made_for_other_layer_widths_is_refused_at_apply_naming_both(comfy, env):
+    """The loader takes each layer's width from the file (a narrow UNet has its own adapter); the apply checks
+    every width against the model's layer, so a file for another UNet never reaches a mismatched matmul."""
+    spec_mod = comfy.pack("models.ipadapter_instruct")
+    image_proj, ip_layers = factory.ip_instruct_groups(
+        spec_mod, channels=2 * factory.NARROW_CHANNELS, dim=factory.NARROW_RESAMPLER_DIM, image_dim=factory.NARROW_IMAGE_DIM
+    )
+    wider = env.apply_mod.LoadedAdapter(spec_mod.build_adapter({"image_proj": image_proj, "ip_adapter": ip_layers}, "wide.bin"), "wide.bin")
+    with pytest.raises(comfy.pack("models.errors").InstructInputError) as err:
+        apply_node(env, ipadapter=wider)
+    assert "'wide.bin' was made for a UNet whose cross-attention layer ('input', 1, 0) (adapter layer 1) is 64 wide" in str(err.value)
+    assert "this model's is 32" in str(err.value)
+
+
 def test_adapter_for_another_base_is_refused(comfy, env):
     fake = types.SimpleNamespace(
         spec=types.SimpleNamespace(base="SDXL", resampler=types.SimpleNamespace(output_dim=2048)), source="ip-adapter-instruct-sdxl.bin"
@@ -630,8 +653,9 @@ def ipadapter_plus(comfy):
     return sys.modules[name + ".IPAdapterPlus"]
 
 
-def plain_ip_adapter_sd15(seed=11):
-    """A plain SD1.5 IP-Adapter in cubiq's two-group format (4 tokens from 1024-d image_embeds), seeded."""
+def plain_ip_adapter_sd15(widths, seed=11):
+    """A plain SD1.5 IP-Adapter in cubiq's two-group format (4 tokens from 1024-d image_embeds), seeded, with
+    the given layer widths (cubiq sizes its projections from the file)."""
     g = torch.Generator().manual_seed(seed)
     image_proj = {
         "proj.weight": torch.randn(4 * 768, 1024, generator=g) / 32,
@@ -639,9 +663,6 @@ def plain_ip_adapter_sd15(seed=11):
         "norm.weight": torch.ones(768),
         "norm.bias": torch.zeros(768),
     }
-    import instruct_tiny_models  # noqa: F401  (layer widths below are SD1.5's, as in the spec module)
-
-    widths = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320, 1280]
     ip = {}
     for i, width in enumerate(widths):
         for kind in ("k", "v"):
@@ -653,8 +674,9 @@ def _cubiq(plus, env, model):
     """cubiq's apply as ComfyUI runs it, without autograd: called bare, its CLIP-vision encoding recorded a
     graph that the embeddings in the patch keep, and with it fp32 casts of the encoder's weights (0.4 GB)."""
     apply = plus.IPAdapterAdvanced().apply_ipadapter
+    widths = [env.adapter.spec.layer_dims[n] for n in range(1, 32, 2)]  # the narrow UNet's, as its adapter file has them
     with torch.no_grad():
-        return apply(model, plain_ip_adapter_sd15(), weight=0.8, image=env.image, clip_vision=env.vision)[0]
+        return apply(model, plain_ip_adapter_sd15(widths), weight=0.8, image=env.image, clip_vision=env.vision)[0]
 
 
 def test_cubiq_ipadapter_then_instruct_stacks_both(comfy, env, ipadapter_plus):
@@ -691,22 +713,22 @@ def test_cubiq_ipadapter_after_instruct_is_refused_with_the_order_that_works(com
 # ---- LoRA + ControlNet + the adapter in one graph (its UNet stored in fp16: the cache swaps models here) ----
 
 
-def test_lora_controlnet_and_adapter_in_one_graph(comfy, env, full, log_capture):
+def test_lora_controlnet_and_adapter_in_one_graph(comfy, env, narrow, log_capture):
     image = comfy.input_image("ip.png", seed=5)
     g = comfy.graph()
-    # the full-size checkpoint, built in memory; its UNet in fp16 (1.7 GB, not 3.4) beside the ControlNet and a second adapter
-    ckpt = g.node("InstructTestFullSD15", id="ckpt", kind="plain", weight_dtype="fp16")
+    # the narrow checkpoint, built in memory, its UNet stored in fp16, beside a ControlNet of its width and a second adapter
+    ckpt = g.node("InstructTestFullSD15", id="ckpt", kind="plain", weight_dtype="fp16", width="narrow")
     lora = g.node(
         "LoraLoader",
         id="lora",
         model=ckpt.out(0),
         clip=ckpt.out(1),
-        lora_name="full-lora-sd15-random.safetensors",
+        lora_name="narrow-lora-sd15-random.safetensors",
         strength_model=1.0,
         strength_clip=1.0,
     )
-    ipl = g.node("IPAdapterInstructLoader", id="ipl", ipadapter_file="ip-adapter-instruct-sd15-random.bin")
-    cv = g.node("InstructTestTinyClipVision", id="cv")
+    ipl = g.node("IPAdapterInstructLoader", id="ipl", ipadapter_file=f"{ADAPTER}.bin")
+    cv = g.node("InstructTestTinyClipVision", id="cv", width="narrow")
     img = g.node("LoadImage", id="img", image=image)
     ipa = g.node(
         "IPAdapterInstructApply",
@@ -731,7 +753,7 @@ def test_lora_controlnet_and_adapter_in_one_graph(comfy, env, full, log_capture)
     rec = g.node("InstructTestRecordUNetCalls", id="rec", model=ipa.out(0))
     pos = g.node("CLIPTextEncode", id="pos", clip=lora.out(1), text="a cat")
     neg = g.node("CLIPTextEncode", id="neg", clip=lora.out(1), text="")
-    cnl = g.node("InstructTestFullControlNet", id="cnl")
+    cnl = g.node("InstructTestFullControlNet", id="cnl", width="narrow")
     cna = g.node(
         "ControlNetApplyAdvanced",
         id="cna",
@@ -770,12 +792,12 @@ def test_lora_controlnet_and_adapter_in_one_graph(comfy, env, full, log_capture)
     assert torch.isfinite(result.output("dec")).all()
 
 
-# ---- on a full-size instruct model (after the plain-model tests: the one-model cache swaps the plain model out) ----
+# ---- on an instruct model (after the plain-model tests: the one-model cache swaps the plain model out) ----
 
 
 @pytest.fixture(scope="module")
-def instruct_env(comfy, env, full):
-    model, clip, vae = full.load("instruct", "fp16")  # UNet stored in fp16 (1.7 GB, not 3.4): the file's memory peak
+def instruct_env(comfy, env, narrow):
+    model, clip, vae = narrow.load("instruct", "fp16")  # the 8-channel narrow UNet, stored in fp16
     loaded = types.SimpleNamespace(model=model, clip=clip, vae=vae)
     cond = (
         comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
@@ -792,7 +814,7 @@ def instruct_env(comfy, env, full):
     return types.SimpleNamespace(loaded=loaded, pos=cond[0], neg=cond[1], lat=cond[2])
 
 
-def test_adapter_on_a_full_instruct_model_with_the_dual_cfg_path(comfy, env, instruct_env):
+def test_adapter_on_an_instruct_model_with_the_dual_cfg_path(comfy, env, instruct_env):
     ie = instruct_env
     patched = apply_node(env, model=ie.loaded.model, task="style", clip=ie.loaded.clip)
     with TokenSpy(comfy) as spy:
@@ -840,7 +862,7 @@ def test_text_encoding_is_clip_l_last_layer_77_tokens_without_weights(comfy, env
 
     tok_dir = os.path.join(os.path.dirname(sd1_clip.__file__), "sd1_tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77)
-    hf = CLIPTextModel(CLIPTextConfig(**factory.CLIP_L_TEXT_CONFIG))
+    hf = CLIPTextModel(CLIPTextConfig(**dict(factory.CLIP_L_TEXT_CONFIG, num_hidden_layers=factory.NARROW_CLIP_LAYERS)))
     prefix = "clip_l.transformer." if any(k.startswith("text_model.") for k in hf.state_dict()) else "clip_l.transformer.text_model."
     sd = {k[len(prefix) :]: v.float() for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
     missing, _ = hf.load_state_dict(sd, strict=False)
@@ -860,7 +882,7 @@ def test_text_encoding_is_clip_l_last_layer_77_tokens_without_weights(comfy, env
 def test_unconditional_image_is_zero_after_normalisation(comfy, env):
     zero = env.apply_mod.zero_image_hidden(env.vision)
     black = env.apply_mod.image_hidden(env.vision, torch.zeros(1, 224, 224, 3))
-    assert tuple(zero.shape) == (1, 257, 1280)
+    assert tuple(zero.shape) == (1, 257, factory.NARROW_IMAGE_DIM)  # penultimate states: 256 patches and the class token
     assert not torch.allclose(zero, black)  # a black picture is not the mean-grey zero input
 
 
@@ -870,12 +892,13 @@ def test_unconditional_image_is_zero_after_normalisation(comfy, env):
 def test_sdxl_encoding_uses_clip_l_alone_at_its_last_layer(comfy, env):
     """On an SDXL CLIP the adapter's text inputs are CLIP-L's last-layer (final-LN) states — the same
     numbers the SD1.5 path gives for the same CLIP-L weights — not the 2048-d SDXL conditioning.
-    (CLIP-G is shrunk to 3 layers here; only CLIP-L's half is used.)"""
+    (CLIP-G is shrunk to 3 layers here, CLIP-L to the narrow environment's; only CLIP-L's half is used.)"""
     import comfy.sd as comfy_sd
     import comfy.supported_models as sm
 
     target = sm.SDXL(dict(sm.SDXL.unet_config)).clip_target()
-    sdxl_clip = comfy_sd.CLIP(target, model_options={"clip_g_model_config": {"num_hidden_layers": 3}})
+    layers = {"clip_g_model_config": {"num_hidden_layers": 3}, "clip_l_model_config": {"num_hidden_layers": factory.NARROW_CLIP_LAYERS}}
+    sdxl_clip = comfy_sd.CLIP(target, model_options=layers)
     prefix = "clip_l.transformer."
     l_weights = {k[len(prefix) :]: v for k, v in env.clip.get_sd().items() if k.startswith(prefix)}
     missing, _ = sdxl_clip.cond_stage_model.clip_l.load_sd(l_weights)

@@ -107,6 +107,23 @@ def test_detection_reads_sd15_from_shapes():
     image_proj, ip = random_groups()
     spec = spec_mod.detect(image_proj, ip, "x")
     assert spec.base == "SD1.5" and spec.resampler == SD15 and len(spec.layer_dims) == 16
+    assert [spec.layer_dims[n] for n in range(1, 32, 2)] == spec_mod.SD15_LAYERS
+
+
+def test_layer_widths_come_from_the_file_and_are_still_checked_key_by_key_and_shape_by_shape():
+    """A UNet of SD1.5's topology at other widths takes its own adapter (checked against the model when applied);
+    the published layout's keys and every shape stay strict: to_k and to_v of a layer must agree."""
+    narrow = [w // 10 for w in spec_mod.SD15_LAYERS]
+    image_proj, ip = random_groups(widths=narrow)
+    adapter = spec_mod.build_adapter({"image_proj": image_proj, "ip_adapter": ip}, "narrow.bin")
+    assert [adapter.spec.layer_dims[n] for n in range(1, 32, 2)] == narrow
+    assert tuple(adapter.ip_layers["31_to_v_ip"].weight.shape) == (128, 768)
+    ip["5.to_v_ip.weight"] = torch.zeros(narrow[2] + 1, 768)  # one layer's value projection another width
+    with pytest.raises(errors.InstructModelError, match=r"wrong shape 1 \(e.g. 5.to_v_ip.weight: \(65, 768\) vs \(64, 768\)\)"):
+        spec_mod.build_adapter({"image_proj": image_proj, "ip_adapter": ip}, "narrow.bin")
+    del ip["5.to_v_ip.weight"]
+    with pytest.raises(errors.InstructModelError, match=r"missing 1 \(e.g. 5.to_v_ip.weight\)"):
+        spec_mod.build_adapter({"image_proj": image_proj, "ip_adapter": ip}, "narrow.bin")
 
 
 @pytest.mark.parametrize(

@@ -271,6 +271,7 @@ def run_cli(comfy, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.subprocess
 def test_the_runner_exits_2_for_a_missing_file_and_downloads_it_when_asked(comfy, tiny, server, tmp_path):
     """A fresh machine: the LoRA the workflow names is nowhere; the runner says where to get it (exit 2),
     then fetches it from the manifest's URL into the default loras folder and runs the workflow."""

@@ -7,30 +7,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from instruct_sampling import encode_edit, instruct_ksampler, load_tiny_instruct, with_unet_wrapper
+
 CKPT = "checkpoints/tiny-ip2p-sd15.safetensors"
 FULL, IMAGE_ONLY = 2, 1  # indices of the branches in the guider's calc_cond_batch call
 
 
 @pytest.fixture(scope="module")
 def loaded(comfy, tiny):
-    import folder_paths
-
-    path = folder_paths.get_full_path("checkpoints", "tiny-ip2p-sd15.safetensors")
-    return comfy.pack("models.instruct_loader").load_instruct(path)
+    return load_tiny_instruct(comfy)
 
 
 def encode(comfy, loaded, instruction: str, negative: str = "", seed: int = 5):
-    import nodes
-
-    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(seed))
-    pos = nodes.CLIPTextEncode().encode(loaded.clip, instruction)[0]
-    neg = nodes.CLIPTextEncode().encode(loaded.clip, negative)[0]
-    out = (
-        comfy.nodes.NODE_CLASS_MAPPINGS["InstructImageConditioning"]
-        .execute(positive=pos, negative=neg, vae=loaded.vae, image=image, size_mode="crop", latent_output="empty")
-        .result
-    )
-    return {"pos": out[0], "neg": out[1], "latent": out[2], "image_latent": out[0][0][1]["concat_latent_image"], "image": image}
+    return encode_edit(comfy, loaded.clip, loaded.vae, instruction, negative, seed)
 
 
 @pytest.fixture(scope="module")
@@ -64,21 +53,15 @@ class Recorder:
 
 
 def recorded(model, **kw):
-    m = model.clone()
     rec = Recorder(**kw)
-    m.set_model_unet_function_wrapper(rec)
-    return m, rec
+    return with_unet_wrapper(model, rec), rec
 
 
 COMMON = dict(seed=3, text_cfg=7.5, image_cfg=1.5, scheduler="normal", denoise=1.0)
 
 
 def ksampler(comfy, model, e, steps=4, sampler="euler", **extra):
-    node = comfy.nodes.NODE_CLASS_MAPPINGS["InstructKSampler"]
-    out = node.execute(
-        model=model, steps=steps, sampler_name=sampler, positive=e["pos"], negative=e["neg"], latent_image=e["latent"], **COMMON, **extra
-    )
-    return out.result[0]["samples"]
+    return instruct_ksampler(comfy, model, e["pos"], e["neg"], e["latent"], steps=steps, sampler=sampler, **extra)
 
 
 def edit_mask_sampler(comfy, model, e, steps=4, sampler="euler", restrict=True, blur=0.0, threshold=0.5, mask_steps=0.5, feather=0):
@@ -115,93 +98,7 @@ def trajectory(loaded, e, sigma: float) -> torch.Tensor:
     return noise * sigma + reference
 
 
-# ---- the edit mask ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("restrict", [False, True], ids=["mask-only", "restricting"])
-def test_edit_mask_costs_no_extra_unet_call(comfy, loaded, edit, restrict):
-    plain_model, plain_rec = recorded(loaded.model)
-    plain = ksampler(comfy, plain_model, edit)
-    mask_model, mask_rec = recorded(loaded.model)
-    latent, mask = edit_mask_sampler(comfy, mask_model, edit, restrict=restrict)
-    assert [c["branches"] for c in mask_rec.calls] == [c["branches"] for c in plain_rec.calls]
-    assert [c["input"].shape for c in mask_rec.calls] == [c["input"].shape for c in plain_rec.calls]
-    assert len(plain_rec.calls) == 4 and sorted(plain_rec.calls[0]["branches"]) == [0, 1, 2]
-    assert mask.shape == (1, 64, 64) and set(mask.unique().tolist()) <= {0.0, 1.0}
-    if not restrict:
-        assert torch.equal(latent, plain)  # only observing: the sampling is Instruct KSampler's
-
-
-def test_edit_mask_is_the_full_minus_image_only_difference_of_the_early_steps(comfy, loaded, edit):
-    model, rec = recorded(loaded.model)
-    _, soft = edit_mask_sampler(comfy, model, edit, steps=4, mask_steps=0.5, threshold=0.0, restrict=False)
-    # independent: the recorded branch predictions of the first two steps
-    total = 0
-    for call in rec.calls[:2]:
-        diff = (rec.chunk(call, "output", FULL) - rec.chunk(call, "output", IMAGE_ONLY)).abs().mean(dim=1)
-        total = total + diff / diff.mean()
-    expected = total / total.amax()
-    expected = expected.repeat_interleave(8, dim=-2).repeat_interleave(8, dim=-1)
-    torch.testing.assert_close(soft, expected, rtol=1e-4, atol=1e-5)
-    assert float(soft.amin()) < 0.9  # a real map, not a constant
-
-
-def test_a_local_instruction_effect_gives_exactly_that_region(comfy, loaded):
-    same_text = encode(comfy, loaded, "a photo", negative="a photo")  # full and image-only differ only where we say
-    model, rec = recorded(loaded.model, full_box=(slice(2, 5), slice(3, 7)))
-    _, mask = edit_mask_sampler(comfy, model, same_text, restrict=False, blur=0.0, threshold=0.5)
-    assert torch.equal(mask, box_mask(16, 24, 24, 32))
-
-
-def test_restricting_to_the_edit_mask_keeps_the_outside_on_the_input_trajectory_after_the_mask_steps(comfy, loaded):
-    same_text = encode(comfy, loaded, "a photo", negative="a photo")
-    model, rec = recorded(loaded.model, full_box=(slice(2, 5), slice(3, 7)))
-    latent, mask = edit_mask_sampler(comfy, model, same_text, steps=4, mask_steps=0.5, restrict=True)
-    outside = torch.ones(8, 8, dtype=torch.bool)
-    outside[2:5, 3:7] = False
-    first = rec.chunk(rec.calls[0], "input", FULL)
-    assert not torch.allclose(first[..., outside], trajectory(loaded, same_text, rec.calls[0]["sigma"])[..., outside])
-    for call in rec.calls[2:]:  # after the two mask steps
-        for branch in call["branches"]:
-            x = rec.chunk(call, "input", branch)
-            torch.testing.assert_close(x[..., outside], trajectory(loaded, same_text, call["sigma"])[..., outside], rtol=0, atol=1e-6)
-    torch.testing.assert_close(latent[..., outside], same_text["image_latent"][..., outside], rtol=1e-5, atol=1e-5)
-
-
-# ---- region-restricted editing ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "dpmpp_2m"])
-def test_outside_the_region_every_step_sees_the_input_trajectory_and_the_result_is_the_input(comfy, loaded, edit, sampler):
-    model, rec = recorded(loaded.model)
-    region = box_mask(16, 8, 32, 32)  # latent cells rows 2..5, cols 1..4
-    out = ksampler(comfy, model, edit, steps=3, sampler=sampler, region_mask=region, region_feather=8)
-    outside = torch.ones(8, 8, dtype=torch.bool)
-    outside[2:6, 1:5] = False
-    assert len(rec.calls) == 3
-    for call in rec.calls:
-        expected = trajectory(loaded, edit, call["sigma"])
-        for branch in call["branches"]:
-            torch.testing.assert_close(rec.chunk(call, "input", branch)[..., outside], expected[..., outside], rtol=0, atol=1e-6)
-    torch.testing.assert_close(out[..., outside], edit["image_latent"][..., outside], rtol=1e-5, atol=1e-5)
-    inside = (out - edit["image_latent"])[..., 3:5, 2:4]  # deeper than the one-cell feather
-    assert float(inside.abs().max()) > 0.1  # the region was edited
-
-
-def test_the_last_step_blends_the_guided_prediction_with_the_input_by_the_feathered_weights(comfy, loaded, edit):
-    """Euler's last step returns the blended x0: D·m + input·(1 − m), with D the dual-CFG combination
-    of the recorded branch predictions and m the inward ramp (a 4×4-cell region, 2 cells of feather: 1/3 then 2/3)."""
-    model, rec = recorded(loaded.model)
-    out = ksampler(comfy, model, edit, steps=2, region_mask=box_mask(16, 8, 32, 32), region_feather=16)
-    weight = torch.zeros(8, 8)
-    weight[2:6, 1:5] = 1 / 3
-    weight[3:5, 2:4] = 2 / 3
-    last = rec.calls[-1]
-    pred = {b: rec.chunk(last, "output", b) for b in last["branches"]}  # ComfyUI's apply_model returns x0
-    x0 = pred[0] + 1.5 * (pred[IMAGE_ONLY] - pred[0]) + 7.5 * (pred[FULL] - pred[IMAGE_ONLY])
-    reference = loaded.model.model.process_latent_in(edit["image_latent"])
-    expected = loaded.model.model.process_latent_out(x0 * weight + reference * (1 - weight))
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+# ---- in graphs (first in the file: each loads its own checkpoint, before the module's model is loaded) ----
 
 
 def region_graph(comfy, image: str, height: int, width: int, box: tuple[int, int, int, int]):
@@ -294,6 +191,95 @@ def test_pixel_composite_is_exactly_the_original_outside_the_mask_in_a_graph(com
     outside[12:38, 20:50] = False
     assert torch.equal(out[0][outside], original[0][outside])
     assert not torch.equal(out[0, 20:30, 28:42], original[0, 20:30, 28:42])
+
+
+# ---- the edit mask ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("restrict", [False, True], ids=["mask-only", "restricting"])
+def test_edit_mask_costs_no_extra_unet_call(comfy, loaded, edit, restrict):
+    plain_model, plain_rec = recorded(loaded.model)
+    plain = ksampler(comfy, plain_model, edit)
+    mask_model, mask_rec = recorded(loaded.model)
+    latent, mask = edit_mask_sampler(comfy, mask_model, edit, restrict=restrict)
+    assert [c["branches"] for c in mask_rec.calls] == [c["branches"] for c in plain_rec.calls]
+    assert [c["input"].shape for c in mask_rec.calls] == [c["input"].shape for c in plain_rec.calls]
+    assert len(plain_rec.calls) == 4 and sorted(plain_rec.calls[0]["branches"]) == [0, 1, 2]
+    assert mask.shape == (1, 64, 64) and set(mask.unique().tolist()) <= {0.0, 1.0}
+    if not restrict:
+        assert torch.equal(latent, plain)  # only observing: the sampling is Instruct KSampler's
+
+
+def test_edit_mask_is_the_full_minus_image_only_difference_of_the_early_steps(comfy, loaded, edit):
+    model, rec = recorded(loaded.model)
+    _, soft = edit_mask_sampler(comfy, model, edit, steps=4, mask_steps=0.5, threshold=0.0, restrict=False)
+    # independent: the recorded branch predictions of the first two steps
+    total = 0
+    for call in rec.calls[:2]:
+        diff = (rec.chunk(call, "output", FULL) - rec.chunk(call, "output", IMAGE_ONLY)).abs().mean(dim=1)
+        total = total + diff / diff.mean()
+    expected = total / total.amax()
+    expected = expected.repeat_interleave(8, dim=-2).repeat_interleave(8, dim=-1)
+    torch.testing.assert_close(soft, expected, rtol=1e-4, atol=1e-5)
+    assert float(soft.amin()) < 0.9  # a real map, not a constant
+
+
+def test_a_local_instruction_effect_gives_exactly_that_region(comfy, loaded):
+    same_text = encode(comfy, loaded, "a photo", negative="a photo")  # full and image-only differ only where we say
+    model, rec = recorded(loaded.model, full_box=(slice(2, 5), slice(3, 7)))
+    _, mask = edit_mask_sampler(comfy, model, same_text, restrict=False, blur=0.0, threshold=0.5)
+    assert torch.equal(mask, box_mask(16, 24, 24, 32))
+
+
+def test_restricting_to_the_edit_mask_keeps_the_outside_on_the_input_trajectory_after_the_mask_steps(comfy, loaded):
+    same_text = encode(comfy, loaded, "a photo", negative="a photo")
+    model, rec = recorded(loaded.model, full_box=(slice(2, 5), slice(3, 7)))
+    latent, mask = edit_mask_sampler(comfy, model, same_text, steps=4, mask_steps=0.5, restrict=True)
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[2:5, 3:7] = False
+    first = rec.chunk(rec.calls[0], "input", FULL)
+    assert not torch.allclose(first[..., outside], trajectory(loaded, same_text, rec.calls[0]["sigma"])[..., outside])
+    for call in rec.calls[2:]:  # after the two mask steps
+        for branch in call["branches"]:
+            x = rec.chunk(call, "input", branch)
+            torch.testing.assert_close(x[..., outside], trajectory(loaded, same_text, call["sigma"])[..., outside], rtol=0, atol=1e-6)
+    torch.testing.assert_close(latent[..., outside], same_text["image_latent"][..., outside], rtol=1e-5, atol=1e-5)
+
+
+# ---- region-restricted editing ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "dpmpp_2m"])
+def test_outside_the_region_every_step_sees_the_input_trajectory_and_the_result_is_the_input(comfy, loaded, edit, sampler):
+    model, rec = recorded(loaded.model)
+    region = box_mask(16, 8, 32, 32)  # latent cells rows 2..5, cols 1..4
+    out = ksampler(comfy, model, edit, steps=3, sampler=sampler, region_mask=region, region_feather=8)
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[2:6, 1:5] = False
+    assert len(rec.calls) == 3
+    for call in rec.calls:
+        expected = trajectory(loaded, edit, call["sigma"])
+        for branch in call["branches"]:
+            torch.testing.assert_close(rec.chunk(call, "input", branch)[..., outside], expected[..., outside], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out[..., outside], edit["image_latent"][..., outside], rtol=1e-5, atol=1e-5)
+    inside = (out - edit["image_latent"])[..., 3:5, 2:4]  # deeper than the one-cell feather
+    assert float(inside.abs().max()) > 0.1  # the region was edited
+
+
+def test_the_last_step_blends_the_guided_prediction_with_the_input_by_the_feathered_weights(comfy, loaded, edit):
+    """Euler's last step returns the blended x0: D·m + input·(1 − m), with D the dual-CFG combination
+    of the recorded branch predictions and m the inward ramp (a 4×4-cell region, 2 cells of feather: 1/3 then 2/3)."""
+    model, rec = recorded(loaded.model)
+    out = ksampler(comfy, model, edit, steps=2, region_mask=box_mask(16, 8, 32, 32), region_feather=16)
+    weight = torch.zeros(8, 8)
+    weight[2:6, 1:5] = 1 / 3
+    weight[3:5, 2:4] = 2 / 3
+    last = rec.calls[-1]
+    pred = {b: rec.chunk(last, "output", b) for b in last["branches"]}  # ComfyUI's apply_model returns x0
+    x0 = pred[0] + 1.5 * (pred[IMAGE_ONLY] - pred[0]) + 7.5 * (pred[FULL] - pred[IMAGE_ONLY])
+    reference = loaded.model.model.process_latent_in(edit["image_latent"])
+    expected = loaded.model.model.process_latent_out(x0 * weight + reference * (1 - weight))
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
 
 
 # ---- bad inputs ---------------------------------------------------------------------------------------------

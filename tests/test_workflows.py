@@ -73,19 +73,19 @@ def test_the_checker_catches_broken_workflows(comfy, object_info):
     assert "unknown node type NoSuchNode" in problems and "link 1:" in problems
 
 
-def substitute(api: dict, image: str, full: bool) -> dict:
+def substitute(api: dict, image: str, adapter: bool) -> dict:
     """Point every model input at the test models; 64x64 and 2 steps to keep it quick.
 
-    The adapter workflows (``full``) get the full-size SD1.5 models, built in memory by a test loader node
-    (the adapter needs its 16-layer layout; loading the checkpoint file is not what they test), and the
-    2-layer CLIP vision stand-in: a full-size random ViT-H file (1.3 GB, 2.5 GB in memory) would test only
-    core's CLIPVisionLoader."""
+    The adapter workflows get SD1.5's layout at a tenth of the width (``NarrowSD15``), built in memory by a test
+    loader node (the adapter needs its 16 layers; loading a checkpoint file is not what they test), its own
+    adapter file, and the 2-layer CLIP vision stand-in: a full-size random ViT-H file (1.3 GB, 2.5 GB in memory)
+    would test only core's CLIPVisionLoader."""
     api = family_workflows.substitute_family(copy.deepcopy(api))
     names = {
         ("InstructUNetLoader", "model_name"): "checkpoints/tiny-ip2p-sd15.safetensors",
         ("ControlNetLoader", "control_net_name"): "tiny-controlnet-sd15.safetensors",
         ("LoraLoader", "lora_name"): "tiny-lora-sd15.safetensors",
-        ("IPAdapterInstructLoader", "ipadapter_file"): "ip-adapter-instruct-sd15-random.bin",
+        ("IPAdapterInstructLoader", "ipadapter_file"): "ip-adapter-instruct-sd15narrow-random.bin",
         ("LoadImage", "image"): image,
         ("EmptyLatentImage", "width"): 64,
         ("EmptyLatentImage", "height"): 64,
@@ -97,14 +97,14 @@ def substitute(api: dict, image: str, full: bool) -> dict:
         for (kind, name), value in names.items():
             if node["class_type"] == kind and name in node["inputs"]:
                 node["inputs"][name] = value
-    for node in api.values():  # core's CLIP vision loader: the tiny ViT-H-width stand-in the other adapter tests use
+    for node in api.values():  # core's CLIP vision loader: the 2-layer stand-in of the narrow adapter's width
         if node["class_type"] == "CLIPVisionLoader":
-            node["class_type"], node["inputs"] = "InstructTestTinyClipVision", {}
-    if full:  # same outputs (MODEL, CLIP, VAE) as the loaders they stand in for; the UNet stored in fp16 (1.7 GB, not 3.4)
+            node["class_type"], node["inputs"] = "InstructTestTinyClipVision", {"width": "narrow"}
+    if adapter:  # same outputs (MODEL, CLIP, VAE) as the loaders they stand in for
         for node in api.values():
             kind = {"InstructUNetLoader": "instruct", "CheckpointLoaderSimple": "plain"}.get(node["class_type"])
             if kind:
-                node["class_type"], node["inputs"] = "InstructTestFullSD15", {"kind": kind, "weight_dtype": "fp16"}
+                node["class_type"], node["inputs"] = "InstructTestFullSD15", {"kind": kind, "weight_dtype": "fp16", "width": "narrow"}
         return api
     for node in api.values():  # Instruct Merge: a fine-tune and its base of the tiny instruct model's size
         if node["class_type"] == "InstructMerge":
@@ -114,13 +114,17 @@ def substitute(api: dict, image: str, full: bool) -> dict:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_api_workflow_executes_and_saves_an_image(comfy, tiny, full, name):
+def test_api_workflow_executes_and_saves_an_image(comfy, tiny, narrow, name):
     api = load(name, api=True)
     uses_adapter = any(n["class_type"] == "IPAdapterInstructApply" for n in api.values())  # needs SD1.5's real layout
     # a region edit needs a painted region (an empty region_mask is refused, test_no_silent_noops.py)
     painted = (16, 48, 8, 40) if any("region_mask" in n["inputs"] for n in api.values()) else None
     image = comfy.input_image(f"{name}.png", seed=2, painted=painted)
-    result = comfy.run(substitute(api, image, full=uses_adapter))
+    try:
+        result = comfy.run(substitute(api, image, adapter=uses_adapter))
+    finally:
+        if uses_adapter:
+            narrow.release()  # its model, CLIP and VAE would stay beside the next workflow's checkpoint
     save = next(k for k, n in api.items() if n["class_type"] == "SaveImage")
     images = result.ui[save]["images"]
     assert len(images) == 1
