@@ -20,7 +20,7 @@ from test_workflows import substitute
 
 LEGACY = Path(__file__).resolve().parent / "data" / "workflows_0.1.0"
 NAMES = sorted(p.stem for p in LEGACY.glob("*.json"))
-ADAPTER = {"ipadapter_instruct_sd15", "instruct_edit_ip_style"}  # full-size SD1.5 (the adapter's layout)
+ADAPTER = {"ipadapter_instruct_sd15", "instruct_edit_ip_style"}  # SD1.5's layout (the narrow test model)
 
 
 def legacy(name: str, api: bool = False) -> dict:
@@ -70,15 +70,20 @@ def test_a_0_1_0_ui_workflow_maps_onto_todays_widgets_as_saved(comfy, name):
     assert wf.ui_to_api(legacy(name), object_info) == legacy(name, api=True)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in ADAPTER])
-def test_a_0_1_0_api_prompt_validates_runs_and_equals_its_token_twin(comfy, tiny, name):
+@pytest.mark.parametrize("name", NAMES)
+def test_a_0_1_0_api_prompt_validates_runs_and_equals_its_token_twin(comfy, tiny, narrow, name):
     old = legacy(name, api=True)
+    adapter = name in ADAPTER
     painted = (16, 48, 8, 40) if any("region_mask" in n["inputs"] for n in old.values()) else None
     image = comfy.input_image(f"legacy-{name}.png", seed=3, painted=painted)
-    ok, error, _, node_errors = comfy.validate(substitute(old, image, full=False))
+    ok, error, _, node_errors = comfy.validate(substitute(old, image, adapter=adapter))
     assert ok, f"{error} {node_errors}"
-    before = saved_images(comfy.run(substitute(old, image, full=False)), old)
-    after = saved_images(comfy.run(substitute(in_tokens(comfy, old), image, full=False)), old)
+    try:
+        before = saved_images(comfy.run(substitute(old, image, adapter=adapter)), old)
+        after = saved_images(comfy.run(substitute(in_tokens(comfy, old), image, adapter=adapter)), old)
+    finally:
+        if adapter:
+            narrow.release()
     assert before and len(before) == len(after)
     for a, b in zip(before, after):
         assert torch.equal(a, b)

@@ -33,6 +33,7 @@ LOADER_INPUTS: dict[str, dict[str, Optional[str]]] = {
     "CLIPLoader": {"clip_name": "text_encoders"},
     "DualCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders"},
     "TripleCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders", "clip_name3": "text_encoders"},
+    "QuadrupleCLIPLoader": {f"clip_name{i}": "text_encoders" for i in range(1, 5)},
     "UpscaleModelLoader": {"model_name": "upscale_models"},
     "StyleModelLoader": {"style_model_name": "style_models"},
     "GLIGENLoader": {"gligen_name": "gligen"},
