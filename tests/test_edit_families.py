@@ -41,7 +41,16 @@ def node(comfy, name: str):
     return comfy.nodes.NODE_CLASS_MAPPINGS[name]
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+#: The quick tier samples one family per kind of input: Qwen-Image-Edit (reference latents, 5-D, the image in its
+#: text) and HiDream-E1 (width concat); the slow tier every family.
+QUICK = ("qwen_image_edit", "hidream_e1")
+
+
+def tiered(families) -> list:
+    return [f if f in QUICK else pytest.param(f, marks=pytest.mark.slow) for f in families]
+
+
+@pytest.fixture(scope="module", params=tiered(FAMILIES))
 def env(request, comfy) -> Env:
     family = request.param
     model = family_models.tiny_model(family)
@@ -206,7 +215,7 @@ def test_conditioning_made_by_core_nodes_samples_the_same(comfy, env):
     assert torch.equal(mine, core)
 
 
-@pytest.mark.parametrize("family", DISTILLED)
+@pytest.mark.parametrize("family", [DISTILLED[0], pytest.param(DISTILLED[1], marks=pytest.mark.slow)])
 def test_a_distilled_model_at_text_and_image_cfg_1_is_one_pass_a_step_and_equals_basic_guider(comfy, family):
     from comfy_extras.nodes_custom_sampler import BasicGuider
     from comfy_extras.nodes_edit_model import ReferenceLatent
@@ -239,7 +248,7 @@ def test_the_unconditional_branch_sees_no_image_and_the_image_only_branch_sees_i
         assert not torch.equal(conds["image_only"][0]["cross_attn"], env.uncond[0][0])
 
 
-@pytest.mark.parametrize("env", REFERENCE_FAMILIES, indirect=True)
+@pytest.mark.parametrize("env", tiered(REFERENCE_FAMILIES), indirect=True)
 def test_several_references_ride_in_every_image_branch(comfy, env):
     from comfy_extras.nodes_edit_model import ReferenceLatent
 
@@ -438,7 +447,7 @@ def test_qwen_text_encode_gives_the_negative_without_the_image_for_the_unconditi
     assert torch.equal(mine, core)
 
 
-@pytest.mark.parametrize("env", ["flux_kontext", "qwen_image_edit"], indirect=True)
+@pytest.mark.parametrize("env", tiered(["flux_kontext", "qwen_image_edit"]), indirect=True)
 def test_a_reference_method_set_by_core_rides_in_the_image_branches_only(comfy, env):
     """FluxKontextMultiReferenceLatentMethod (e.g. Qwen-Image-Edit 2511's index_timestep_zero on a 2509 file, or
     Kontext's 'index' for several references): kept on full and image-only, dropped with the references from the
@@ -458,6 +467,7 @@ def test_a_reference_method_set_by_core_rides_in_the_image_branches_only(comfy, 
     assert not torch.equal(mine, default)
 
 
+@pytest.mark.slow  # core's encoder scales the image to 1 MP: a 1024-pixel Qwen VAE encode and sampling
 def test_qwen_text_encode_of_core_with_its_vae_feeds_the_pack_sampler(comfy):
     """Core TextEncodeQwenImageEdit given the VAE attaches its own (about 1 MP) reference; the pack samples it
     as core's CFGGuider does at image_cfg 1 (the template's two-branch CFG)."""
@@ -477,7 +487,7 @@ def test_qwen_text_encode_of_core_with_its_vae_feeds_the_pack_sampler(comfy):
     assert torch.equal(mine, run_guider(comfy, CFGGuider.execute(model=model, positive=pos, negative=neg, cfg=TEXT_CFG).result[0], start))
 
 
-@pytest.mark.parametrize("env", ["flux_kontext"], indirect=True)
+@pytest.mark.parametrize("env", [pytest.param("flux_kontext", marks=pytest.mark.slow)], indirect=True)
 def test_windows_and_rescale_work_on_a_family_and_skip_the_passes_outside_their_window(comfy, env):
     pos, neg, latent = condition(comfy, env)
     model, calls = counted(env.model)

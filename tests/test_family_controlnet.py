@@ -152,8 +152,11 @@ def core_dual(model, cond1: list, cond2: list, negative: list):
     ).result[0]
 
 
-@pytest.mark.parametrize("family,kind", CASES, ids=[f"{f}-{k}" for f, k in CASES])
-@pytest.mark.parametrize("order", ["controlnet_first", "image_first"])
+@pytest.mark.parametrize(
+    "family,kind",
+    [pytest.param(f, k, marks=() if n == 0 else pytest.mark.slow, id=f"{f}-{k}") for n, (f, k) in enumerate(CASES)],
+)
+@pytest.mark.parametrize("order", ["controlnet_first", pytest.param("image_first", marks=pytest.mark.slow)])
 def test_controlnet_reaches_every_branch_and_equals_core_dual_cfg_guider(comfy, envs, runs, family, kind, order):
     e = envs(family)
     control_net = family_models.tiny_controlnet(family, kind=kind)

@@ -36,6 +36,7 @@ def test_the_runner_edits_with_the_overrides_and_returns_the_input_size(comfy, w
     assert again.read_bytes() != out.read_bytes()  # image_cfg reached the sampler
 
 
+@pytest.mark.slow
 def test_the_batch_runs_the_family_workflow_row_by_row_as_single_runs(comfy, workflow, tmp_path):
     (tmp_path / "img").mkdir()
     rows = []

@@ -120,6 +120,7 @@ def relative_change(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().mean() / b.abs().mean())
 
 
+@pytest.mark.slow  # the families' sampling is the quick tier's in test_edit_families.py
 @pytest.mark.parametrize("family, options", SAMPLED, ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={w}" for k, w in v.items()))
 def test_tiny_model_samples_an_edit_and_pairs_with_its_vae(comfy, vaes, family, options):
     model = fm.tiny_model(family, **options)
@@ -143,6 +144,7 @@ def test_tiny_model_samples_an_edit_and_pairs_with_its_vae(comfy, vaes, family, 
     assert torch.isfinite(decoded).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", fm.FAMILIES)
 def test_tiny_vae_encodes_and_decodes_odd_sizes(comfy, vaes, family):
     vae = vaes(family)
@@ -215,6 +217,7 @@ def test_kontext_without_guidance_embedding_is_a_schnell_class_model(comfy):
     assert type(fm.tiny_model("flux_kontext").model.model_config).__name__ == "Flux"
 
 
+@pytest.mark.slow
 def test_qwen_2511_modulates_the_reference_at_timestep_zero(comfy, vaes):
     m2509, m2511 = fm.tiny_model("qwen_image_edit", variant="2509"), fm.tiny_model("qwen_image_edit", variant="2511")
     assert "__index_timestep_zero__" in m2511.model.diffusion_model.state_dict()

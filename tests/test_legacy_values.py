@@ -70,7 +70,11 @@ def test_a_0_1_0_ui_workflow_maps_onto_todays_widgets_as_saved(comfy, name):
     assert wf.ui_to_api(legacy(name), object_info) == legacy(name, api=True)
 
 
-@pytest.mark.parametrize("name", NAMES)
+#: The quick tier runs the one that holds the loader, the conditioner, the edit-mask KSampler and the composite.
+QUICK = ("instruct_edit_mask",)
+
+
+@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in NAMES])
 def test_a_0_1_0_api_prompt_validates_runs_and_equals_its_token_twin(comfy, tiny, narrow, name):
     old = legacy(name, api=True)
     adapter = name in ADAPTER
