@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--models-dir", type=Path, help="folder holding checkpoints/ (default: the test suite's tiny-model cache)")
     ap.add_argument("--modes", default="single,inprocess,pool,ray", help="comma-separated subset to run")
     opts = ap.parse_args()
-    from comfy_inprocess import find_comfyui
+    from headless.runner.comfyui import find_comfyui
     from instruct_tiny_models import cache_dir
 
     comfy, how = find_comfyui()

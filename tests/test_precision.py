@@ -32,9 +32,9 @@ import torch
 
 MODES = ("fp32", "bf16", "fp16")
 HALF = ("bf16", "fp16")
-#: A CPU has no half-precision kernels worth the name: sampling in bf16 / fp16 is the slow tier; the fp32 runs
-#: (every graph once, the references) and the checks that compute in fp32 on half inputs stay quick.
-SAMPLED_MODES = ("fp32", *(pytest.param(mode, marks=pytest.mark.slow) for mode in HALF))
+#: Every graph sampled in every precision is the slow tier: a CPU has no half-precision kernels worth the name,
+#: and the fp32 runs repeat graphs the other files run. The checks that compute in fp32 on half inputs stay quick.
+IN_EVERY_PRECISION = pytest.mark.slow
 DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 UNIT_ROUNDOFF = {"bf16": 2.0**-8, "fp16": 2.0**-11}
 K = 32
@@ -232,7 +232,8 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("mode", SAMPLED_MODES)
+@IN_EVERY_PRECISION
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_instruct_edit_in_every_precision(comfy, tiny, tiny_diffusers, variant, mode):
     result, records, ref = run_edit(comfy, mode, **VARIANTS[variant])
@@ -243,7 +244,8 @@ def test_instruct_edit_in_every_precision(comfy, tiny, tiny_diffusers, variant, 
     assert_close_to_fp32(result.output("dec"), ref.output("dec"), mode, f"{variant} decoded image")
 
 
-@pytest.mark.parametrize("mode", SAMPLED_MODES)
+@IN_EVERY_PRECISION
+@pytest.mark.parametrize("mode", MODES)
 def test_region_edit_and_composite_keep_the_outside_exactly_in_every_precision(comfy, tiny, mode):
     result, records, ref = run_edit(comfy, mode, region=True)
     if mode != "fp32":
@@ -264,7 +266,8 @@ def test_region_edit_and_composite_keep_the_outside_exactly_in_every_precision(c
     assert_close_to_fp32(out, ref.output("comp"), mode, "composite")
 
 
-@pytest.mark.parametrize("mode", SAMPLED_MODES)
+@IN_EVERY_PRECISION
+@pytest.mark.parametrize("mode", MODES)
 def test_edit_mask_in_every_precision(comfy, tiny, mode):
     result, records, ref = run_edit(comfy, mode, edit_mask=True)
     if mode != "fp32":
@@ -327,7 +330,7 @@ def all_fp32() -> dict:
     return {}
 
 
-@pytest.mark.slow  # a bf16 UNet sampling on a CPU (see SAMPLED_MODES)
+@IN_EVERY_PRECISION  # a bf16 UNet
 @pytest.mark.parametrize("te,vae", [("fp16", "bf16"), ("bf16", "fp16"), ("fp32", "fp16")])
 def test_half_unet_with_text_encoder_and_vae_of_other_precisions(comfy, tiny, all_fp32, te, vae):
     """bf16 UNet; CLIP weights and VAE in another dtype (ComfyUI's text encoders always compute in fp32,
@@ -556,7 +559,8 @@ def ip_run(comfy, env, case: str, mode: str):
     return out, list(comfy.test_nodes.DTYPES)
 
 
-@pytest.mark.parametrize("mode", SAMPLED_MODES)
+@IN_EVERY_PRECISION
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", list(IP_CASES))
 def test_ipadapter_instruct_in_every_precision(comfy, ip_env, case, mode):
     if case not in ip_env.ref:
